@@ -1,0 +1,48 @@
+"""`python -m zoo.evaluate BENCHMARK ...`: score saved predictions with the official protocol.
+
+Each benchmark's command lives in `zoo/evaluation/<benchmark>.py`, which defines
+`add_arguments(parser)` and `run(args) -> dict`; this file only dispatches, prints and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+BENCHMARKS = {
+    "otb": ("zoo.evaluation.otb", "OTB one-pass evaluation: success AUC and precision@20"),
+    "davis": ("zoo.evaluation.davis", "DAVIS 2016/2017 J, F and J&F (semi-supervised or unsupervised)"),
+    "cvppp": ("zoo.evaluation.cvppp", "CVPPP leaf segmentation: SBD, FBD, DiC, |DiC|"),
+    "kitti": ("zoo.evaluation.kitti", "KITTI car instances: MWCov, MUCov, AvgFP, AvgFN"),
+}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m zoo.evaluate", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+        sub.set_defaults(_module=module_name)
+        try:
+            importlib.import_module(module_name).add_arguments(sub)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            sub.set_defaults(_missing=True)
+    args = parser.parse_args(argv)
+    if getattr(args, "_missing", False):
+        parser.error(f"the '{args.benchmark}' evaluation is not part of this version of the zoo")
+    results = importlib.import_module(args._module).run(args)
+    text = json.dumps(results, indent=2, default=float)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,18 @@
+"""Benchmark metrics as torchmetrics `Metric`s that reproduce the official evaluators exactly.
+
+One module per benchmark; names are imported lazily (`from zoo.metrics import OTBSuccess`).
+"""
+
+import importlib
+
+_EXPORTS: dict[str, str] = {
+    # filled in as the benchmark modules land: "Name": "zoo.metrics.module"
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'zoo.metrics' has no attribute {name!r}")
