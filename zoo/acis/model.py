@@ -1,0 +1,122 @@
+"""ACIS inference network: `ACISSegmenter.segment(image) -> (labels, order)`.
+
+At inference the actor runs on the latent mean (the paper discards the deviation, Sec. 5.3), the frozen
+decoder expands it, and the loop stops when the termination unit says stop or after `max_steps`. The
+critic is not needed and is not part of the published weights.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.acis.env import transition
+from zoo.acis.networks import ACISConfig, ActorEncoder, Decoder, PreprocessingNet, state_pyramid
+from zoo.hub import ZooModel
+
+
+class ACISSegmenter(ZooModel):
+    """Pre-processing net + actor encoder (with termination) + decoder. Init arguments are the fields of
+    `ACISConfig` plus the inference thresholds, all JSON primitives, so `config.json` rebuilds it exactly.
+    """
+
+    model_type = "acis"
+
+    def __init__(
+        self,
+        max_steps: int = 21,
+        stop_threshold: float = 0.7,
+        mask_threshold: float = 0.3,
+        **config,
+    ):
+        super().__init__()
+        self.config = ACISConfig.from_dict(config)
+        self.max_steps = max_steps
+        self.stop_threshold = stop_threshold  # the authors stop when P(stop) > 0.7
+        self.mask_threshold = mask_threshold  # and binarise the masks at 0.3
+        self.preproc = PreprocessingNet(self.config)
+        self.actor = ActorEncoder(self.config)
+        self.decoder = Decoder(self.config)
+
+    @classmethod
+    def from_config(cls, config: ACISConfig, **thresholds) -> "ACISSegmenter":
+        return cls(**thresholds, **config.to_dict())
+
+    @torch.no_grad()
+    def predict_masks(self, image: torch.Tensor, max_steps: int | None = None) -> torch.Tensor:
+        """image (1,3,h,w) at the config size in [0,1] -> mask probabilities (T,h,w), T <= max_steps."""
+        aux = self.preproc.channels(image)
+        pyramid = state_pyramid(image, aux)
+        accumulated = torch.zeros_like(image[:, :1])
+        hidden, masks = None, []
+        for _ in range(self.max_steps if max_steps is None else max_steps):
+            policy, continue_logit, hidden = self.actor(image, accumulated, aux, hidden)
+            if 1.0 - torch.sigmoid(continue_logit).item() > self.stop_threshold:
+                break
+            mask = torch.sigmoid(self.decoder(policy.mean, pyramid))
+            masks.append(mask[0, 0])
+            accumulated = transition(accumulated, mask)
+        if not masks:
+            return image.new_zeros((0,) + tuple(image.shape[-2:]))
+        return torch.stack(masks)
+
+    def segment(self, image: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """H x W x 3 uint8 RGB (any size) -> (H x W int32 instance labels, ids in prediction order).
+
+        The image is resized to the network size (the paper trains on 224 x 224 crops of CVPPP images
+        downscaled by 2); the mask probabilities are resized back, binarised at `mask_threshold`, and
+        each pixel goes to the most probable mask. Masks left empty are dropped and the remaining ids
+        are consecutive (CVPPP's DiC assumes consecutive labels).
+        """
+        image = validate_rgb(image)
+        height, width = image.shape[:2]
+        size = (self.config.width, self.config.height)
+        resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA if width > size[0] else cv2.INTER_LINEAR)
+        device = next(self.parameters()).device
+        tensor = torch.from_numpy(resized).permute(2, 0, 1).float().div(255.0).unsqueeze(0).to(device)
+        was_training = self.training
+        self.eval()
+        probabilities = self.predict_masks(tensor).cpu().numpy()
+        self.train(was_training)
+        return labels_from_masks(probabilities, (height, width), self.mask_threshold)
+
+
+def labels_from_masks(probabilities: np.ndarray, size: tuple[int, int], threshold: float) -> tuple[np.ndarray, list[int]]:
+    """(T,h,w) mask probabilities -> (H x W labels, order). Each pixel takes the most probable mask among
+    those above `threshold`; masks that end up empty are dropped; ids are 1..K in prediction order."""
+    height, width = size
+    labels = np.zeros((height, width), dtype=np.int32)
+    if len(probabilities) == 0:
+        return labels, []
+    resized = np.stack([cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR) for p in probabilities])
+    best = resized.argmax(axis=0)
+    covered = resized.max(axis=0) > threshold
+    order = []
+    for index in range(len(resized)):
+        pixels = covered & (best == index)
+        if pixels.any():
+            order.append(len(order) + 1)
+            labels[pixels] = order[-1]
+    return labels, order
+
+
+def validate_rgb(image) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"segment() takes a numpy array (H x W x 3 uint8 RGB), got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise TypeError(
+            f"segment() takes uint8 RGB, got dtype {image.dtype}: convert with "
+            "(image * 255).clip(0, 255).astype(np.uint8) for [0,1] floats, or image >> 8 for 16-bit images"
+        )
+    if image.ndim != 3 or image.shape[2] != 3:
+        hint = " (RGBA: drop the alpha channel with image[..., :3])" if image.ndim == 3 and image.shape[2] == 4 else ""
+        raise ValueError(f"segment() takes an H x W x 3 RGB image, got shape {image.shape}{hint}")
+    if min(image.shape[:2]) < 2:
+        raise ValueError(f"segment() needs an image of at least 2 x 2 pixels, got {image.shape[:2]}")
+    return np.ascontiguousarray(image)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
