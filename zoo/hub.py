@@ -77,3 +77,101 @@ def load_folder(folder: str | Path, *, expected_type: str | None = None, device:
         raise FileNotFoundError(f"{folder / 'model.safetensors'} is missing (the zoo loads safetensors only)")
     model = cls.from_pretrained(str(folder), strict=True, map_location=device)
     return model.to(device).eval()
+
+
+# Files a zoo checkpoint needs; the card, plots and tables of a Hub repo are not downloaded to load it.
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
+
+
+def hub_reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
+    """A quick TCP probe, so that a machine without network falls back at once instead of after
+    huggingface_hub's ~25 s of retries. Offline mode (`HF_HUB_OFFLINE=1`) counts as reachable: the
+    client then serves its cache itself."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    url = urlparse(endpoint or constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def download_checkpoint(
+    repo_id: str, *, revision: str | None = None, cache_dir=None, local_files_only: bool = False
+) -> Path:
+    """Fetch `config.json` + `model.safetensors` of a Hub repo into the standard cache; returns the snapshot folder."""
+    from huggingface_hub import hf_hub_download
+
+    paths = [
+        hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            library_name="rl-vision-zoo",
+        )
+        for filename in CHECKPOINT_FILES
+    ]
+    return Path(paths[0]).parent
+
+
+def _notice(message: str) -> None:
+    import sys
+
+    print(f"[zoo] {message}", file=sys.stderr)
+
+
+def load(
+    name_or_path: str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    device: str = "cpu",
+) -> ZooModel:
+    """Load a zoo model in eval mode: a registered name (`zoo.list_models()`), a local checkpoint folder,
+    or a Hub repo id `org/name` holding a zoo checkpoint.
+
+    A registered name is downloaded from its Hub repo at its pinned revision (or `revision`) through
+    huggingface_hub (standard cache; `HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE` honoured). When the Hub
+    cannot be reached or does not hold the checkpoint, the copy bundled with the zoo is loaded instead,
+    with a one-line notice.
+    """
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    from zoo import registry
+
+    if Path(name_or_path).is_dir():
+        return load_folder(name_or_path, device=device)
+    name = str(name_or_path)
+    if name in registry.list_models():
+        entry = registry.get_entry(name)
+        wanted_revision = revision or entry.revision
+        if not local_files_only and not hub_reachable():
+            _notice(f"the Hub cannot be reached; loading '{name}' from the copy bundled with the zoo")
+            return load_folder(entry.local_dir, expected_type=entry.model_type, device=device)
+        try:
+            folder = download_checkpoint(
+                entry.hub_repo, revision=wanted_revision, cache_dir=cache_dir, local_files_only=local_files_only
+            )
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+            reason = type(error).__name__
+            _notice(f"{entry.hub_repo} unavailable ({reason}); loading '{name}' from the copy bundled with the zoo")
+            return load_folder(entry.local_dir, expected_type=entry.model_type, device=device)
+        return load_folder(folder, expected_type=entry.model_type, device=device)
+    looks_like_repo_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if looks_like_repo_id:
+        folder = download_checkpoint(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        return load_folder(folder, device=device)
+    if "/" in name or Path(name).suffix:
+        raise FileNotFoundError(f"{name} is not a checkpoint folder (expected config.json + model.safetensors in it)")
+    registry.get_entry(name)  # raises with the closest registered names
+    raise AssertionError("unreachable")
