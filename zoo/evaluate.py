@@ -1,7 +1,7 @@
 """`python -m zoo.evaluate BENCHMARK ...`: score saved predictions with the official protocol.
 
 Each benchmark's command lives in `zoo/evaluation/<benchmark>.py`, which defines
-`add_arguments(parser)` and `run(args) -> dict`; this file only dispatches, prints and writes JSON.
+`add_arguments(parser)` and `run(args) -> dict`; this file only dispatches, then prints the results as JSON (and writes them with --json).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"the '{args.benchmark}' evaluation is not part of this version of the zoo")
     results = importlib.import_module(args._module).run(args)
     text = json.dumps(results, indent=2, default=float)
+    print(text)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
