@@ -1,0 +1,195 @@
+"""Class-agnostic instance proposals from torchvision Mask R-CNN, on a whole frame or on a search region.
+
+What the seeds need (`../shared/research/seeds.md` §1, §3):
+- ALBA takes every Mask R-CNN detection above a low score threshold (0.05) as a proposal, whatever its class, with
+  its binary mask and a 256-d appearance feature: the mask-head features averaged spatially. `Proposals.features`
+  is exactly that: the output of torchvision's ``roi_heads.mask_head`` (256 x 14 x 14 per detection) averaged over
+  its 14 x 14 grid.
+- FTMU segments only inside a search region around the previous masks (it used YOLACT there; Mask R-CNN is the
+  paper's slower alternative, 0.15 s/frame). ``region=(x0, y0, x1, y1)`` crops the frame, the detector resizes the
+  crop to its input size as for any image, and boxes and masks are mapped back to frame coordinates.
+
+"Class-agnostic" means the COCO class is not used to filter or group proposals; torchvision still suppresses
+duplicates per class, so one object may appear under two classes. ``class_agnostic_nms_thresh`` removes those.
+``labels`` is kept for inspection (it is meaningless under random init).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from zoo.vision import DEFAULT_WEIGHTS, build_with_weights, check_rgb
+from zoo.vision.cache import ArrayCache
+
+MODELS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+
+
+@dataclass(frozen=True)
+class ProposalSettings:
+    """Everything that changes the proposals besides the model and its weights; all of it is in the cache key."""
+
+    box_score_thresh: float = 0.05  # ALBA's threshold; torchvision's default (for detection) is 0.05 too
+    box_nms_thresh: float = 0.5
+    detections_per_img: int = 100
+    mask_thresh: float = 0.5
+    min_size: int = 800  # the detector resizes the shorter image side to this (torchvision's COCO setting)
+    max_size: int = 1333
+    rpn_proposals: int = 1000  # region proposals kept after the RPN's NMS; the box head's cost grows with it
+    class_agnostic_nms_thresh: float | None = None  # None: keep torchvision's per-class NMS only
+
+
+@dataclass
+class Proposals:
+    """N proposals in frame coordinates, sorted by decreasing score."""
+
+    boxes: np.ndarray  # (N, 4) float32, x0 y0 x1 y1 in pixels of the full frame
+    scores: np.ndarray  # (N,) float32
+    labels: np.ndarray  # (N,) int64 COCO category ids
+    masks: np.ndarray  # (N, H, W) bool, full frame
+    features: np.ndarray  # (N, 256) float32 appearance features
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Proposals":
+        return cls(**{field.name: arrays[field.name] for field in fields(cls)})
+
+
+def crop_box(region: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
+    """The integer pixel crop covering ``region`` (x0, y0, x1, y1), rounded outwards and clipped to the frame."""
+    if len(region) != 4:
+        raise ValueError(f"region must be (x0, y0, x1, y1), got {region!r}")
+    x0, y0, x1, y1 = (float(value) for value in region)
+    left, top = max(0, math.floor(x0)), max(0, math.floor(y0))
+    right, bottom = min(width, math.ceil(x1)), min(height, math.ceil(y1))
+    if right - left < 2 or bottom - top < 2:
+        raise ValueError(
+            f"region {region!r} leaves less than 2x2 pixels inside the {width}x{height} frame; "
+            "pass a box (x0, y0, x1, y1) that overlaps the frame"
+        )
+    return left, top, right, bottom
+
+
+class ProposalGenerator:
+    """Mask R-CNN proposals for one frame at a time, optionally cached on disk.
+
+    ``weights``: ``"DEFAULT"`` (COCO weights, random init with a warning when they cannot be loaded), ``None``
+    (random init) or a local state-dict path. ``pretrained`` says whether COCO (or file) weights were loaded.
+    Results are cached when ``cache_dir`` is set and the call names ``video`` and ``frame``.
+    """
+
+    def __init__(
+        self,
+        model: str = "maskrcnn_resnet50_fpn_v2",
+        weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
+        settings: ProposalSettings = ProposalSettings(),
+        cache_dir: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ):
+        if model not in MODELS:
+            raise ValueError(f"unknown proposal model {model!r}; choose one of {MODELS}")
+        from torchvision.models import detection
+
+        builder = getattr(detection, model)
+        default_weights = {
+            "maskrcnn_resnet50_fpn": detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1,
+            "maskrcnn_resnet50_fpn_v2": detection.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+        }[model]
+        detector_options = dict(
+            box_score_thresh=settings.box_score_thresh,
+            box_nms_thresh=settings.box_nms_thresh,
+            box_detections_per_img=settings.detections_per_img,
+            min_size=settings.min_size,
+            max_size=settings.max_size,
+            rpn_post_nms_top_n_test=settings.rpn_proposals,
+        )
+        self.detector, self.weights_tag = build_with_weights(
+            lambda w: builder(weights=w, weights_backbone=None, progress=False, **detector_options),
+            default_weights,
+            weights,
+            seed,
+        )
+        self.detector.to(device)
+        self.device = torch.device(device)
+        self.model_name = model
+        self.settings = settings
+        self.pretrained = not self.weights_tag.startswith("random-init")
+        self.cache = ArrayCache(cache_dir) if cache_dir is not None else None
+        self.model_calls = 0
+        self._mask_head_output: list[torch.Tensor] = []
+        self.detector.roi_heads.mask_head.register_forward_hook(
+            lambda module, inputs, output: self._mask_head_output.append(output)
+        )
+
+    def cache_key(self, crop: tuple[int, int, int, int] | None) -> dict:
+        return {
+            "model": self.model_name,
+            "weights": self.weights_tag,
+            "pretrained": self.pretrained,
+            "settings": asdict(self.settings),
+            "crop": list(crop) if crop is not None else None,
+        }
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        *,
+        video: str | None = None,
+        frame: str | int | None = None,
+        region: Sequence[float] | None = None,
+    ) -> Proposals:
+        """Proposals for an (H, W, 3) uint8 RGB frame; with ``region`` the detector sees only that crop."""
+        image = check_rgb(image)
+        height, width = image.shape[:2]
+        crop = crop_box(region, height, width) if region is not None else None
+        use_cache = self.cache is not None and video is not None and frame is not None
+        if use_cache:
+            stored = self.cache.get("proposals", video, frame, self.cache_key(crop))
+            if stored is not None:
+                return Proposals.from_arrays(stored)
+        proposals = self._detect(image, crop)
+        if use_cache:
+            self.cache.put("proposals", video, frame, self.cache_key(crop), proposals.as_arrays())
+        return proposals
+
+    @torch.inference_mode()
+    def _detect(self, image: np.ndarray, crop: tuple[int, int, int, int] | None) -> Proposals:
+        left, top, right, bottom = crop if crop is not None else (0, 0, image.shape[1], image.shape[0])
+        patch = np.ascontiguousarray(image[top:bottom, left:right])
+        tensor = torch.from_numpy(patch).to(self.device).permute(2, 0, 1).float().div_(255)
+        self._mask_head_output.clear()
+        self.model_calls += 1
+        (detections,) = self.detector([tensor])
+        (mask_features,) = self._mask_head_output
+        self._mask_head_output.clear()
+        boxes, scores, labels = detections["boxes"], detections["scores"], detections["labels"]
+        patch_masks = detections["masks"][:, 0] > self.settings.mask_thresh
+        features = mask_features.mean(dim=(2, 3))
+        if self.settings.class_agnostic_nms_thresh is not None:
+            from torchvision.ops import nms
+
+            keep = nms(boxes, scores, self.settings.class_agnostic_nms_thresh)
+            boxes, scores, labels, patch_masks, features = (
+                values[keep] for values in (boxes, scores, labels, patch_masks, features)
+            )
+        masks = np.zeros((len(scores), image.shape[0], image.shape[1]), dtype=bool)
+        masks[:, top:bottom, left:right] = patch_masks.cpu().numpy()
+        offset = torch.tensor([left, top, left, top], dtype=boxes.dtype, device=boxes.device)
+        return Proposals(
+            boxes=(boxes + offset).cpu().numpy().astype(np.float32),
+            scores=scores.cpu().numpy().astype(np.float32),
+            labels=labels.cpu().numpy().astype(np.int64),
+            masks=masks,
+            features=features.cpu().numpy().astype(np.float32),
+        )
