@@ -11,12 +11,19 @@ several encodings across benchmark releases, and `read_label_png` accepts all of
   DAVIS palette, and a colour outside it is an error.
 
 Frames are read with OpenCV and returned as RGB.
+
+Besides the pixel I/O this module holds what every VOS reader shares: `VideoSequence` (a lazily decoded video with
+sparse annotations), davis-interactive scribble JSON I/O and per-object boxes. It imports no torch, so metrics load
+it cheaply; the Lightning wrapper lives in `datamodules.davis`.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -135,3 +142,254 @@ def write_frame(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
         raise ValueError(f"{path}: OpenCV could not write this file (unsupported suffix?)")
+
+
+def frame_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image from its header alone (no pixel decoding)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except OSError as error:
+        raise ValueError(f"{path}: cannot decode as an image ({error})") from error
+    return height, width
+
+
+def boxes_from_mask(labels: np.ndarray, object_ids: Iterable[int]) -> dict[int, np.ndarray]:
+    """Tight box of each object present in `labels`, as float64 (x0, y0, x1, y1) in pixel-edge coordinates.
+
+    x1 / y1 are one past the last column / row of the object (so x1 - x0 is the width, as `cv2.boundingRect` gives).
+    Objects with no pixel are left out.
+    """
+    boxes = {}
+    for object_id in object_ids:
+        rows, columns = np.nonzero(labels == object_id)
+        if rows.size:
+            boxes[int(object_id)] = np.array(
+                [columns.min(), rows.min(), columns.max() + 1, rows.max() + 1], dtype=np.float64
+            )
+    return boxes
+
+
+AnnotationDecoder = Callable[[tuple[Path, ...]], np.ndarray]
+
+
+def _decode_single_png(files: tuple[Path, ...]) -> np.ndarray:
+    (path,) = files
+    return read_label_png(path)
+
+
+class VideoSequence:
+    """A lazily decoded video with sparse object annotations; nothing is read until a frame or mask is asked for.
+
+    `frame(i)` is the RGB frame i, `mask(i)` its (H, W) uint8 object ids (0 background, 255 void) or None where frame
+    i is not annotated. `object_ids` are the objects of the sequence: given by the reader (meta data, folders) or, when
+    not given, 1..(largest id in the first annotated frame), the DAVIS 2017 convention under which an id absent from
+    that frame is still an object. With `strict_ids`, an annotation holding an id outside `object_ids` is an error
+    (the official DAVIS tool stops on such ids in the semi-supervised task).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        frame_paths: Sequence[Path],
+        annotation_files: Mapping[int, Path | tuple[Path, ...]] | None = None,
+        *,
+        frame_names: Sequence[str] | None = None,
+        object_ids: Sequence[int] | None = None,
+        strict_ids: bool = False,
+        decode_annotation: AnnotationDecoder = _decode_single_png,
+        annotation_dir: Path | None = None,
+        first_appearance: Mapping[int, int] | None = None,
+        scribble_files: Mapping[int, Path] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        self.name = name
+        self.frame_paths = [Path(path) for path in frame_paths]
+        self.frame_names = list(frame_names) if frame_names is not None else [p.stem for p in self.frame_paths]
+        if len(self.frame_names) != len(self.frame_paths):
+            raise ValueError(f"{name}: {len(self.frame_names)} frame names for {len(self.frame_paths)} frames")
+        self.annotation_files = {
+            int(index): (files if isinstance(files, tuple) else (Path(files),))
+            for index, files in sorted((annotation_files or {}).items())
+        }
+        for index, files in self.annotation_files.items():
+            if not 0 <= index < len(self.frame_paths):
+                raise ValueError(f"annotation {files[0]} belongs to frame {index}, but {name} has {len(self)} frames")
+        self._object_ids = tuple(int(i) for i in object_ids) if object_ids is not None else None
+        self.strict_ids = strict_ids
+        self._decode_annotation = decode_annotation
+        self.annotation_dir = annotation_dir
+        self._first_appearance = dict(first_appearance) if first_appearance is not None else None
+        self.scribble_files = dict(sorted((scribble_files or {}).items()))
+        self.metadata = dict(metadata or {})
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoSequence({self.name!r}, frames={len(self)}, annotated={len(self.annotation_files)}, "
+            f"objects={list(self.object_ids)})"
+        )
+
+    def __len__(self) -> int:
+        return len(self.frame_paths)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.frame(index), self.mask(index)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        return (self[index] for index in range(len(self)))
+
+    def _check_index(self, index: int) -> int:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"{self.name}: frame index {index} out of range for {len(self)} frames")
+        return index % len(self)
+
+    @property
+    def annotated_frames(self) -> list[int]:
+        """Indices of the frames that have an annotation, ascending."""
+        return list(self.annotation_files)
+
+    def frame(self, index: int) -> np.ndarray:
+        path = self.frame_paths[self._check_index(index)]
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.name}: frame {path} is missing")
+        return read_frame(path)
+
+    def frame_size(self, index: int = 0) -> tuple[int, int]:
+        """(H, W) of frame `index`, read from the file header."""
+        path = self.frame_paths[self._check_index(index)]
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.name}: frame {path} is missing")
+        return frame_size(path)
+
+    def has_mask(self, index: int) -> bool:
+        return self._check_index(index) in self.annotation_files
+
+    def mask(self, index: int) -> np.ndarray | None:
+        index = self._check_index(index)
+        files = self.annotation_files.get(index)
+        if files is None:
+            return None
+        labels = self._decode_annotation(files)
+        frame_path = self.frame_paths[index]
+        if frame_path.is_file():
+            expected = frame_size(frame_path)
+            if labels.shape != expected:
+                raise ValueError(
+                    f"annotation {files[0]} is {labels.shape[0]}x{labels.shape[1]} (HxW) but frame {frame_path} is "
+                    f"{expected[0]}x{expected[1]}; frames and annotations must come from the same resolution folder"
+                )
+        if self.strict_ids:
+            self._check_ids(labels, files[0])
+        return labels
+
+    def require_mask(self, index: int) -> np.ndarray:
+        """`mask(index)`, raising a FileNotFoundError that names the expected file where it is not annotated."""
+        labels = self.mask(index)
+        if labels is None:
+            where = self.annotation_dir / self.frame_names[index % len(self)] if self.annotation_dir else "on disk"
+            raise FileNotFoundError(
+                f"{self.name}: frame {index} ({self.frame_names[index % len(self)]}) has no annotation "
+                f"(expected {where}.*)"
+            )
+        return labels
+
+    def _check_ids(self, labels: np.ndarray, path: Path) -> None:
+        present = set(np.unique(labels).tolist()) - {0, VOID_LABEL}
+        unknown = sorted(present - set(self.object_ids))
+        if unknown:
+            raise ValueError(
+                f"annotation {path} holds object ids {unknown} that are not objects of sequence {self.name!r} "
+                f"(objects {list(self.object_ids)}, from its first annotated frame / meta data)"
+            )
+
+    @property
+    def object_ids(self) -> tuple[int, ...]:
+        if self._object_ids is None:
+            if not self.annotation_files:
+                self._object_ids = ()
+            else:
+                first = self._decode_annotation(self.annotation_files[self.annotated_frames[0]])
+                valid = first[first != VOID_LABEL]
+                self._object_ids = tuple(range(1, int(valid.max(initial=0)) + 1))
+        return self._object_ids
+
+    def first_frame_mask(self) -> np.ndarray:
+        """The annotation of frame 0 (semi-supervised input); a missing one is an error naming the expected file."""
+        return self.require_mask(0)
+
+    def first_frame_boxes(self) -> dict[int, np.ndarray]:
+        """Per-object (x0, y0, x1, y1) boxes of the frame-0 annotation (box-initialised input); see `boxes_from_mask`."""
+        return boxes_from_mask(self.first_frame_mask(), self.object_ids)
+
+    def first_appearance(self) -> dict[int, int]:
+        """Frame index where each object is first annotated (YouTube-VOS objects may enter after frame 0)."""
+        if self._first_appearance is None:
+            found: dict[int, int] = {}
+            for index in self.annotated_frames:
+                present = set(np.unique(self.mask(index)).tolist())
+                for object_id in self.object_ids:
+                    if object_id in present and object_id not in found:
+                        found[object_id] = index
+                if len(found) == len(self.object_ids):
+                    break
+            self._first_appearance = found
+        return dict(self._first_appearance)
+
+    def initial_masks(self) -> dict[int, tuple[int, np.ndarray]]:
+        """For each object, (frame index, boolean mask) at its first annotated appearance."""
+        result = {}
+        for object_id, index in self.first_appearance().items():
+            result[object_id] = (index, self.require_mask(index) == object_id)
+        return result
+
+    def initial_boxes(self) -> dict[int, tuple[int, np.ndarray]]:
+        """For each object, (frame index, box) at its first annotated appearance; boxes as in `boxes_from_mask`."""
+        return {
+            object_id: (index, boxes_from_mask(mask.astype(np.uint8), [1])[1])
+            for object_id, (index, mask) in self.initial_masks().items()
+            if mask.any()
+        }
+
+    def scribble(self, number: int = 1) -> dict:
+        """The davis-interactive scribble dict `Scribbles/<seq>/<number:03d>.json`, checked against this sequence."""
+        if number not in self.scribble_files:
+            raise FileNotFoundError(
+                f"{self.name}: no scribble file number {number} (available: {sorted(self.scribble_files)})"
+            )
+        return read_scribbles(self.scribble_files[number], sequence=self.name, num_frames=len(self))
+
+
+def read_scribbles(path: str | Path, sequence: str | None = None, num_frames: int | None = None) -> dict:
+    """Load a davis-interactive scribble JSON: {"sequence": str, "scribbles": [[{"path": [[x, y], ...] (x, y in
+    0..1 of width / height), "object_id": int, "start_time": float, "end_time": float}, ...] per frame]}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scribble file {path} does not exist")
+    try:
+        scribbles = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(scribbles, dict) or not isinstance(scribbles.get("scribbles"), list):
+        raise ValueError(f"{path}: a scribble file is a JSON object with a 'scribbles' list (one entry per frame)")
+    if sequence is not None and scribbles.get("sequence", sequence) != sequence:
+        raise ValueError(f"{path}: scribbles are for sequence {scribbles['sequence']!r}, not {sequence!r}")
+    if num_frames is not None and len(scribbles["scribbles"]) != num_frames:
+        raise ValueError(
+            f"{path}: scribbles cover {len(scribbles['scribbles'])} frames but the sequence has {num_frames}"
+        )
+    for frame_scribbles in scribbles["scribbles"]:
+        for stroke in frame_scribbles:
+            if not {"path", "object_id"} <= set(stroke):
+                raise ValueError(f"{path}: every scribble needs 'path' and 'object_id', got keys {sorted(stroke)}")
+    return scribbles
+
+
+def write_scribbles(path: str | Path, scribbles: Mapping[str, Any]) -> None:
+    """Write a davis-interactive scribble dict as JSON (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(scribbles))
+
