@@ -1,0 +1,352 @@
+"""ACIS training stages as LightningModules.
+
+1. `PreprocessingModule`: the FCN for foreground and 8-bin angles, trained standalone (Sec. 5.2).
+2. `CVAEModule`: cVAE pre-training of mask encoder + decoder, BCE reconstruction + KL to N(0, I) (Sec. 5.2).
+3. `ActorCriticModule`: a new recurrent actor encoder over the frozen decoder, trained as
+   - `AC` (Algorithm 1): the critic regresses discounted returns of the potential-difference reward; the
+     actor ascends grad_a Q * grad_theta mu - beta grad_theta KL; with `AC-NoKL` (beta = 0) and `AC-NoSP`
+     (no State Pyramid; its cVAE is pre-trained without it too);
+   - `BL` (full BPTT) and `BL-Trunc` (one-step truncation): Hungarian-assigned BCE (Sec. 6.1).
+   The authors' "init" stage (the actor at sequence length 1 with BCE) is this module with `BL-Trunc`
+   and a curriculum of length 1.
+
+Manual optimisation everywhere in stage 3 (two optimizers for AC). The curriculum position is the
+`updates` buffer, so it lives in the state dict; RNG states go into the checkpoint as tensors and ints,
+so `.ckpt` files load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import random
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.distributions import Normal, kl_divergence
+
+from zoo.acis.env import angle_targets, episode_rewards, hungarian_assignment, score_matrix, transition
+from zoo.acis.model import ACISSegmenter
+from zoo.acis.networks import ACISConfig, ActorEncoder, Critic, Decoder, MaskEncoder, PreprocessingNet, state_pyramid
+from zoo.metrics.instances import instance_masks
+from zoo.rl.returns import discounted_returns
+
+MODES = ("AC", "AC-NoKL", "AC-NoSP", "BL", "BL-Trunc")
+
+
+def prepare_batch(batch: dict, config: ACISConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Resize a datamodule batch to the network size; split the label maps into per-image instance masks."""
+    image, labels = batch["image"].float(), batch["labels"]
+    size = (config.height, config.width)
+    if tuple(image.shape[-2:]) != size:
+        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+        labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    return image, [instance_masks(label_map)[1] for label_map in labels]
+
+
+def _freeze(module: torch.nn.Module) -> torch.nn.Module:
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module
+
+
+class _RNGCheckpointMixin:
+    """Saves and restores the torch / numpy / python RNGs as weights_only-safe tensors and ints."""
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        _, keys, position, has_gauss, gauss = np.random.get_state()
+        version, state, gauss_next = random.getstate()
+        checkpoint["acis_rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_position": int(position),
+            "numpy_gauss": [int(has_gauss), float(gauss)],
+            "python_version": int(version),
+            "python_state": torch.tensor(state, dtype=torch.int64),
+            "python_gauss": gauss_next,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("acis_rng")
+        if rng is None:
+            return
+        torch.set_rng_state(rng["torch"])
+        has_gauss, gauss = rng["numpy_gauss"]
+        np.random.set_state(("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_position"], int(has_gauss), gauss))
+        random.setstate((rng["python_version"], tuple(rng["python_state"].tolist()), rng["python_gauss"]))
+
+
+class PreprocessingModule(_RNGCheckpointMixin, pl.LightningModule):
+    """Cross-entropy on the angle bins (foreground pixels) + BCE on the foreground, Adam (authors' lr 1e-3)."""
+
+    def __init__(self, config: dict, lr: float = 1e-3, weight_decay: float = 1e-4):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = ACISConfig.from_dict(config)
+        self.net = PreprocessingNet(self.config)
+
+    def training_step(self, batch, batch_idx):
+        image, gts = prepare_batch(batch, self.config)
+        angle_logits, fg_logit = self.net(image)
+        angles = torch.stack([angle_targets(masks) for masks in gts])
+        foreground = (angles >= 0).float()[:, None]
+        loss = F.binary_cross_entropy_with_logits(fg_logit, foreground)
+        if (angles >= 0).any():
+            loss = loss + F.cross_entropy(angle_logits, angles, ignore_index=-1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(image))
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+class CVAEModule(_RNGCheckpointMixin, pl.LightningModule):
+    """Reconstruct one randomly chosen ground-truth instance per image through the latent bottleneck.
+
+    Loss per image: the BCE summed over pixels plus lambda_kl * KL(q(a | mask) || N(0, I)), i.e. the
+    negative ELBO for lambda_kl = 1 (the authors' pre-training value).
+    """
+
+    def __init__(self, config: dict, lr: float = 2e-4, lambda_kl: float = 1.0, weight_decay: float = 1e-4):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = ACISConfig.from_dict(config)
+        self.preproc = _freeze(PreprocessingNet(self.config))
+        self.encoder = MaskEncoder(self.config)
+        self.decoder = Decoder(self.config)
+
+    def training_step(self, batch, batch_idx):
+        image, gts = prepare_batch(batch, self.config)
+        aux = self.preproc.channels(image)
+        targets = torch.stack([
+            masks[torch.randint(len(masks), ()).item()] if len(masks) else torch.zeros_like(image[0, 0], dtype=torch.bool)
+            for masks in gts
+        ]).float()[:, None]
+        posterior = self.encoder(image, targets, aux)
+        logits = self.decoder(posterior.rsample(), state_pyramid(image, aux))
+        reconstruction = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).sum(1).mean()
+        kl = kl_divergence(posterior, Normal(0.0, 1.0)).sum(-1).mean()
+        loss = reconstruction + self.hparams.lambda_kl * kl
+        self.log_dict({"train/bce": reconstruction, "train/kl": kl}, prog_bar=True, batch_size=len(image))
+        return loss
+
+    def configure_optimizers(self):
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def on_train_epoch_start(self):
+        self.preproc.eval()
+
+
+class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
+    """Stage 2: the recurrent actor over the frozen decoder (see the module docstring for the modes).
+
+    `curriculum` is [[from_update, sequence_length], ...] (authors: 5 from the start, 10 after 6400
+    epochs of 103 images, 15 later; BL-Trunc 1 -> 5 -> 10 -> 21). `critic_warmup` counts updates
+    without actor steps (authors: 1024); afterwards the actor moves on every `critic_iter`-th update
+    and the critic on every update (the authors skip the critic on actor updates; here both move).
+
+    Discount: the critic regresses sum_{i>=t} gamma^(i-t) r_i (Eq. 6-7, gamma = 0.9 as the paper). The
+    authors' `train.lua` instead squares gamma at every step (weights 1, gamma, gamma^2, gamma^4, ...);
+    we follow the paper.
+
+    Truncation: AC back-propagates one step (state and LSTM state detached between steps; the authors'
+    `-markov` keeps two) and calls backward after every step, so its memory does not grow with the
+    sequence length, which is the point of Sec. 5.4. BL back-propagates through the whole sequence.
+    """
+
+    def __init__(
+        self,
+        config: dict,
+        mode: str = "AC",
+        score: str = "dice",
+        lr: float = 5e-4,
+        critic_lr_factor: float = 2.0,
+        beta_kl: float = 1e-4,
+        gamma: float = 0.9,
+        critic_warmup: int = 1024,
+        critic_iter: int = 4,
+        curriculum: list | None = None,
+        grad_clip: float = 1.0,
+        weight_decay: float = 1e-5,
+        reward_threshold: float = 0.5,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.config = ACISConfig.from_dict(config)
+        self.curriculum = sorted([tuple(step) for step in (curriculum or [[0, 5]])])
+        self.preproc = _freeze(PreprocessingNet(self.config))
+        self.decoder = _freeze(Decoder(self.config))
+        self.actor = ActorEncoder(self.config)
+        self.critic = Critic(self.config) if self.is_actor_critic else None
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def is_actor_critic(self) -> bool:
+        return self.hparams.mode.startswith("AC")
+
+    @property
+    def beta_kl(self) -> float:
+        return 0.0 if self.hparams.mode == "AC-NoKL" else self.hparams.beta_kl
+
+    def sequence_length(self) -> int:
+        length = self.curriculum[0][1]
+        for start, value in self.curriculum:
+            if int(self.updates) >= start:
+                length = value
+        return length
+
+    def load_pretrained(self, preproc: PreprocessingNet, decoder: Decoder, actor: ActorEncoder | None = None) -> None:
+        self.preproc.load_state_dict(preproc.state_dict())
+        self.decoder.load_state_dict(decoder.state_dict())
+        if actor is not None:
+            self.actor.load_state_dict(actor.state_dict())
+
+    def to_segmenter(self, **thresholds) -> ACISSegmenter:
+        segmenter = ACISSegmenter.from_config(self.config, **thresholds)
+        segmenter.preproc.load_state_dict(self.preproc.state_dict())
+        segmenter.actor.load_state_dict(self.actor.state_dict())
+        segmenter.decoder.load_state_dict(self.decoder.state_dict())
+        return segmenter.eval()
+
+    def configure_optimizers(self):
+        actor = torch.optim.Adam(self.actor.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.critic is None:
+            return actor
+        critic_lr = self.hparams.lr * self.hparams.critic_lr_factor
+        critic = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, weight_decay=self.hparams.weight_decay)
+        return [actor, critic]
+
+    def on_train_epoch_start(self):
+        self.preproc.eval()
+        self.decoder.eval()
+
+    def training_step(self, batch, batch_idx):
+        image, gts = prepare_batch(batch, self.config)
+        counts = torch.tensor([len(masks) for masks in gts], device=image.device)
+        with torch.no_grad():
+            aux = self.preproc.channels(image)
+            pyramid = state_pyramid(image, aux)
+        steps = min(self.sequence_length(), int(counts.max()) + 1)  # + 1: the stop decision is trained too
+        if self.is_actor_critic:
+            logs = self.actor_critic_update(image, aux, pyramid, gts, counts, steps)
+        else:
+            logs = self.baseline_update(image, aux, pyramid, gts, counts, steps)
+        self.updates += 1
+        logs["train/seq_len"] = float(steps)
+        self.log_dict(logs, prog_bar=True, batch_size=len(image))
+
+    # --- termination -------------------------------------------------------------------------------
+    @staticmethod
+    def termination_loss(continue_logit: torch.Tensor, step: int, counts: torch.Tensor) -> torch.Tensor:
+        """BCE of the continue unit against the ground-truth count: continue (1) while step < N, stop (0)
+        at step N; steps after N are not part of the episode. Summed over the batch."""
+        in_episode = (step <= counts).float()
+        target = (step < counts).float()
+        bce = F.binary_cross_entropy_with_logits(continue_logit, target, reduction="none")
+        return (bce * in_episode).sum()
+
+    # --- BL / BL-Trunc -----------------------------------------------------------------------------
+    def baseline_update(self, image, aux, pyramid, gts, counts, steps) -> dict:
+        optimizer = self.optimizers()
+        truncate = self.hparams.mode == "BL-Trunc"
+        accumulated, hidden = torch.zeros_like(image[:, :1]), None
+        logits, kls, termination = [], [], image.new_zeros(())
+        for t in range(steps):
+            if truncate:
+                accumulated = accumulated.detach()
+                hidden = tuple(h.detach() for h in hidden) if hidden is not None else None
+            policy, continue_logit, hidden = self.actor(image, accumulated, aux, hidden)
+            logit = self.decoder(policy.mean, pyramid)
+            logits.append(logit[:, 0])
+            kls.append(kl_divergence(policy, Normal(0.0, 1.0)).sum(-1))
+            termination = termination + self.termination_loss(continue_logit, t, counts)
+            accumulated = transition(accumulated, torch.sigmoid(logit))
+        logits = torch.stack(logits, dim=1)  # (B, T, H, W)
+        kls = torch.stack(kls, dim=1)
+        mask_loss, matched = image.new_zeros(()), 0
+        kl_loss = image.new_zeros(())
+        for i, gt in enumerate(gts):
+            predicted = min(steps, len(gt))
+            if predicted == 0:
+                continue
+            kl_loss = kl_loss + kls[i, :predicted].sum()
+            scores = score_matrix(torch.sigmoid(logits[i, :predicted]).detach(), gt, "dice")
+            for t, k in hungarian_assignment(scores).items():
+                mask_loss = mask_loss + F.binary_cross_entropy_with_logits(logits[i, t], gt[k].float())
+                matched += 1
+        batch = len(gts)
+        loss = mask_loss / max(matched, 1) + (self.beta_kl * kl_loss + termination) / batch
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        return {"train/loss_actor": loss.detach(), "train/termination": termination.detach() / batch}
+
+    # --- AC ----------------------------------------------------------------------------------------
+    def actor_critic_update(self, image, aux, pyramid, gts, counts, steps) -> dict:
+        """One iteration of Algorithm 1: roll out with sampled actions, then update critic and actor.
+
+        On actor iterations the actor loss of each step (-Q(s_t, D(a_t)) + beta KL + termination BCE) is
+        back-propagated right away through the frozen decoder into the encoder, with the critic frozen by
+        `toggled_optimizer`; the rollout is then the buffer for the critic's regression.
+        """
+        actor_opt, critic_opt = self.optimizers()
+        actor_turn = int(self.updates) >= self.hparams.critic_warmup and int(self.updates) % self.hparams.critic_iter == 0
+        batch = len(gts)
+        accumulated, hidden = torch.zeros_like(image[:, :1]), None
+        states, masks = [], []
+        actor_loss_total = 0.0
+        if actor_turn:
+            actor_opt.zero_grad()
+        for t in range(steps):
+            acting = (t < counts).float()
+            with torch.set_grad_enabled(actor_turn), self.toggled_optimizer(actor_opt):
+                policy, continue_logit, hidden = self.actor(image, accumulated, aux, hidden)
+                mask = torch.sigmoid(self.decoder(policy.rsample(), pyramid))
+                if actor_turn:
+                    q_value = self.critic(image, accumulated, mask, aux)
+                    kl = kl_divergence(policy, Normal(0.0, 1.0)).sum(-1)
+                    loss = (-(q_value * acting).sum() + self.beta_kl * (kl * acting).sum()
+                            + self.termination_loss(continue_logit, t, counts)) / batch
+                    self.manual_backward(loss)
+                    actor_loss_total += loss.item()
+            states.append(accumulated)
+            masks.append(mask.detach())
+            accumulated = transition(accumulated, mask.detach())
+            hidden = tuple(h.detach() for h in hidden)
+        if actor_turn:
+            self.clip_gradients(actor_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+            actor_opt.step()
+
+        masks_bt = torch.cat(masks, dim=1)  # (B, T, H, W)
+        rewards = torch.zeros(batch, steps)
+        for i, gt in enumerate(gts):
+            length = min(steps, len(gt))
+            binary = masks_bt[i, :length] > self.hparams.reward_threshold
+            rewards[i, :length] = torch.from_numpy(episode_rewards(binary, gt, self.hparams.score)).float()
+        in_episode = torch.arange(steps)[None] < counts.cpu()[:, None]
+        returns = discounted_returns(rewards, self.hparams.gamma, in_episode).to(image.device)
+        in_episode = in_episode.to(image.device).float()
+
+        critic_opt.zero_grad()
+        critic_loss_total, terms = 0.0, max(float(in_episode.sum()), 1.0)
+        with self.toggled_optimizer(critic_opt):
+            for t in range(steps):  # one step at a time keeps the memory flat in the sequence length
+                q_value = self.critic(image, states[t], masks[t], aux)
+                loss = ((q_value - returns[:, t]) ** 2 * in_episode[:, t]).sum() / terms
+                self.manual_backward(loss)
+                critic_loss_total += loss.item()
+        self.clip_gradients(critic_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        critic_opt.step()
+        logs = {
+            "train/loss_value": torch.tensor(critic_loss_total),
+            "train/episode_return": (rewards.sum(1) / counts.clamp(min=1).cpu()).mean(),
+        }
+        if actor_turn:
+            logs["train/loss_actor"] = torch.tensor(actor_loss_total)
+        return logs
