@@ -1,0 +1,154 @@
+"""Reading and writing the PNGs of instance segmentation benchmarks (CVPPP leaves, KITTI cars).
+
+Label images come in three encodings, all read to an (H, W) int64 map with 0 = background:
+- palette ("P") PNGs, the CVPPP release: the palette index is the instance id;
+- 8- or 16-bit grayscale PNGs: the value is the id;
+- colour-coded RGB PNGs (Ren & Zemel's KITTI `gt/`): every distinct non-black colour is one instance, numbered
+  1..K in the order of the packed colour value (R·2^16 + G·2^8 + B), the order of their `sep_labels.py`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+MAX_INSTANCES = 255
+
+
+class InstanceDataError(ValueError):
+    """An image or label file that cannot be used as instance segmentation data; the message names the file."""
+
+
+def read_rgb(path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB image. RGBA is accepted (the CVPPP release stores RGBA with an opaque alpha): the alpha
+    channel is dropped, with a warning when it is not fully opaque, because its content would be lost silently."""
+    path = Path(path)
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, ValueError) as error:
+        raise InstanceDataError(f"{path}: cannot be read as an image ({error})") from error
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        alpha = np.asarray(image.convert("RGBA"))[..., 3]
+        if alpha.min() < 255:
+            warnings.warn(f"{path}: the alpha channel is not opaque; it is ignored and the RGB values are used")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale photograph: keep the 8 most significant bits
+        values = np.asarray(image, dtype=np.uint32) >> 8
+        return np.repeat(values.astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
+def _colour_coded_to_ids(rgb: np.ndarray) -> np.ndarray:
+    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    colours, ids = np.unique(packed, return_inverse=True)
+    ids = ids.reshape(packed.shape)
+    if colours[0] != 0:  # no black pixel: every colour is an instance
+        ids = ids + 1
+    return ids.astype(np.int64)
+
+
+def read_label_png(path, max_instances: int = MAX_INSTANCES) -> np.ndarray:
+    """(H, W) int64 instance ids, 0 = background; see the module docstring for the accepted encodings.
+
+    A 16-bit label image is accepted when its ids look like instance ids (at most `max_instances` distinct
+    non-zero values) and refused otherwise, since a 16-bit intensity or depth image saved by mistake would
+    otherwise become thousands of one-pixel "instances"."""
+    path = Path(path)
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, ValueError) as error:
+        raise InstanceDataError(f"{path}: cannot be read as a label image ({error})") from error
+    if image.mode in ("P", "L"):
+        return np.asarray(image).astype(np.int64)
+    if image.mode == "1":
+        return np.asarray(image).astype(np.int64)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        labels = np.asarray(image).astype(np.int64)
+        if labels.min() < 0:
+            raise InstanceDataError(f"{path}: negative values in a label image; ids must be 0 (background) or positive")
+        ids = np.unique(labels)
+        num_instances = int((ids != 0).sum())
+        if num_instances > max_instances:
+            raise InstanceDataError(
+                f"{path}: 16-bit label image with {num_instances} distinct non-zero values does not look like an "
+                f"instance label map (at most {max_instances} instances expected); save the labels with one id per "
+                "instance (0 = background), e.g. as an 8-bit palette or grayscale PNG"
+            )
+        return labels
+    if image.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(image.convert("RGB"))
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return rgb[..., 0].astype(np.int64)  # a grayscale label map stored as RGB
+        labels = _colour_coded_to_ids(rgb)
+        if labels.max() > max_instances:
+            raise InstanceDataError(
+                f"{path}: colour-coded label image with {labels.max()} distinct colours does not look like an "
+                f"instance label map (at most {max_instances} instances expected); is this the RGB photograph?"
+            )
+        return labels
+    raise InstanceDataError(f"{path}: unsupported label image mode {image.mode!r}; use a palette, grayscale or RGB PNG")
+
+
+def write_label_png(path, labels, palette: bool = False) -> Path:
+    """Write an (H, W) map of ids ≥ 0 as an 8-bit PNG (a palette PNG when `palette`, like the CVPPP release),
+    or as a 16-bit grayscale PNG when an id exceeds 255."""
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"{path}: a label map must be (H, W), got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 65535):
+        raise ValueError(f"{path}: label ids must lie in 0..65535")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if labels.size and labels.max() > 255:
+        Image.fromarray(labels.astype(np.uint16)).save(path)
+        return path
+    image = Image.fromarray(labels.astype(np.uint8), mode="L")
+    if palette:
+        image = image.convert("P")
+        image.putpalette(label_palette().reshape(-1).tolist())
+    image.save(path)
+    return path
+
+
+def label_palette(num_colours: int = 256, seed: int = 7) -> np.ndarray:
+    """(num_colours, 3) uint8 colours, black first, the rest random but well separated in brightness."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(40, 256, size=(num_colours, 3), dtype=np.int64)
+    colours[0] = 0
+    return colours.astype(np.uint8)
+
+
+def write_colour_coded_png(path, labels) -> Path:
+    """Write an (H, W) id map as an RGB PNG, one distinct colour per id (black = background); ids ≤ 255."""
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.size and labels.max() > 255:
+        raise ValueError(f"{path}: colour-coded labels support ids up to 255")
+    colours = label_palette()
+    # the red channel carries the id, so colours are distinct and their packed order is the id order
+    colours[1:, 0] = np.arange(1, 256, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(colours[labels.astype(np.int64)]).save(path)
+    return path
+
+
+def write_rgb_png(path, image) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # light compression: noisy photographs barely shrink at higher levels, and writing them dominates otherwise
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path, compress_level=1)
+    return path
+
+
+def relabel_consecutive(labels: np.ndarray) -> np.ndarray:
+    """Renumber the ids of an (H, W) map to 1..K keeping their order (0 stays background)."""
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape)
+    if ids[0] != 0:
+        inverse = inverse + 1
+    return inverse.astype(np.int64)
