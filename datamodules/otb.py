@@ -122,7 +122,7 @@ def read_groundtruth(path: str | Path) -> np.ndarray:
     """(N, 4) float64 boxes from an OTB ground-truth or results file; "NaN" entries are kept as NaN."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ground-truth file {path} does not exist")
+        raise FileNotFoundError(f"box file {path} does not exist")
     rows = []
     for line_number, line in enumerate(path.read_text().rstrip().splitlines(), start=1):
         fields = [value for value in re.split(r"[,\s]+", line.strip().strip(",")) if value]
@@ -136,7 +136,7 @@ def read_groundtruth(path: str | Path) -> np.ndarray:
                 f"got {line!r}"
             ) from None
     if not rows:
-        raise ValueError(f"ground-truth file {path} is empty")
+        raise ValueError(f"{path} is empty: expected one x,y,w,h row per frame")
     return np.asarray(rows, dtype=np.float64)
 
 
