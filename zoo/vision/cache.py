@@ -79,6 +79,10 @@ class ArrayCache:
     def put(self, namespace: str, video: str, frame: str | int, key: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
         if _KEY_FIELD in arrays:
             raise ValueError(f"array name {_KEY_FIELD!r} is reserved by the cache")
+        arrays = {name: np.asarray(array) for name, array in arrays.items()}
+        for name, array in arrays.items():
+            if array.dtype.hasobject:
+                raise TypeError(f"cache array {name!r} has dtype object, which would need pickle; store numbers")
         path = self.path(namespace, video, frame, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
