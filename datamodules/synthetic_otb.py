@@ -108,7 +108,7 @@ def _cluttered_background(rng: np.random.Generator, height: int, width: int) -> 
     background = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     for _ in range(12):
         centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        axes = (int(rng.integers(8, width // 6)), int(rng.integers(8, height // 6)))
+        axes = (int(rng.integers(2, max(width // 6, 3))), int(rng.integers(2, max(height // 6, 3))))
         colour = tuple(int(c) for c in rng.integers(50, 200, 3))
         cv2.ellipse(background, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
     return cv2.GaussianBlur(background, (5, 5), 0)
@@ -136,8 +136,13 @@ def _track(rng: np.random.Generator, num_frames: int, height: int, width: int) -
     cx = width / 2 + amplitude_x * 0.8 * np.sin(2 * np.pi * rng.uniform(0.4, 0.9) * t + rng.uniform(0, 2 * np.pi))
     cy = height / 2 + amplitude_y * 0.8 * np.sin(2 * np.pi * rng.uniform(0.4, 0.9) * t + rng.uniform(0, 2 * np.pi))
 
-    # Out of view: a smooth excursion that carries the centre past the nearer side border and back.
-    start, end = _span(rng, num_frames, 0.2)
+    # Out of view: a smooth excursion that carries the centre past the nearer side border and back, timed where
+    # the path already runs closest to a border so that the target never jumps.
+    length = max(int(round(0.25 * num_frames)), 2)
+    first_start = max(num_frames // 5, 1)
+    last_start = max(num_frames - length, first_start + 1)
+    nearest = int(np.argmax(np.abs(cx[first_start + length // 2 : last_start + length // 2] - width / 2)))
+    start, end = first_start + nearest, min(first_start + nearest + length, num_frames)
     phase = np.clip((np.arange(num_frames) - start) / max(end - start, 1), 0, 1)
     side = 1.0 if cx[start] > width / 2 else -1.0
     excursion = np.sin(np.pi * phase) ** 2
