@@ -1,0 +1,184 @@
+"""`python -m zoo.evaluate davis`: DAVIS 2017 J, F and J&F of saved label PNGs, as the official tool scores them.
+
+    python -m zoo.evaluate davis --davis-root DAVIS --results-dir R --task semi-supervised [--set val] [--json OUT]
+    python -m zoo.evaluate davis --gt-dir GT --results-dir R --sequences bear dog   # any <seq>/<frame>.png tree
+
+R holds `<seq>/<frame>.png` label PNGs named like the ground truth (predictions for the unevaluated first and last
+frames of the semi-supervised task may be absent). From the DAVIS root only `Annotations/480p` (unsupervised:
+`Annotations_unsupervised/480p`) and, without `--sequences`, `ImageSets/<year>/<set>.txt` are read. The results are
+printed as JSON with the official keys plus `per_object`, and the official tool's two CSV files
+(`global_results-<set>.csv`, `per-sequence_results-<set>.csv`) are written into R; unlike the official tool, existing
+CSV files are overwritten rather than reused. Sequences are scored in parallel processes (`--workers`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+
+from datamodules.vos_io import read_label_png
+from zoo.metrics.davis import GLOBAL_KEYS, TASKS, SequenceResult, evaluate_sequence, summarize
+
+ANNOTATION_FOLDERS = {"semi-supervised": "Annotations", "unsupervised": "Annotations_unsupervised"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    ground_truth = parser.add_mutually_exclusive_group(required=True)
+    ground_truth.add_argument("--davis-root", type=Path, help="DAVIS folder (holds Annotations/480p, ImageSets)")
+    ground_truth.add_argument("--gt-dir", type=Path, help="instead of --davis-root: a folder of <seq>/<frame>.png labels")
+    parser.add_argument("--results-dir", type=Path, required=True, help="folder of <seq>/<frame>.png predicted labels")
+    parser.add_argument("--task", choices=TASKS, default="semi-supervised")
+    parser.add_argument("--sequences", nargs="+", default=None, help="default: ImageSets/<year>/<set>.txt (all with --gt-dir)")
+    parser.add_argument("--set", default="val", help="image set; also names the CSV files (default: val)")
+    parser.add_argument("--year", default="2017", help="ImageSets year (default: 2017)")
+    parser.add_argument("--resolution", default="480p", help="annotation resolution folder (default: 480p)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: one per available core)")
+
+
+def run(args: argparse.Namespace) -> dict:
+    try:
+        gt_dir = _ground_truth_dir(args)
+        sequences = _sequence_names(args, gt_dir)
+        results = evaluate_folders(gt_dir, args.results_dir, sequences, args.task, args.workers)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"python -m zoo.evaluate davis: error: {error}") from error
+    write_official_csvs(results, args.results_dir, args.set)
+    print(json.dumps(results, indent=2))
+    return results
+
+
+def _ground_truth_dir(args) -> Path:
+    if args.gt_dir is not None:
+        folder = args.gt_dir
+    else:
+        folder = args.davis_root / ANNOTATION_FOLDERS[args.task] / args.resolution
+    if not folder.is_dir():
+        raise FileNotFoundError(f"ground-truth folder {folder} does not exist (check --davis-root / --gt-dir / --task)")
+    if not args.results_dir.is_dir():
+        raise FileNotFoundError(f"results folder {args.results_dir} does not exist")
+    return folder
+
+
+def _sequence_names(args, gt_dir: Path) -> list[str]:
+    if args.sequences:
+        return list(args.sequences)
+    if args.gt_dir is not None:
+        return sorted(path.name for path in gt_dir.iterdir() if path.is_dir())
+    image_set = args.davis_root / "ImageSets" / args.year / f"{args.set}.txt"
+    if not image_set.is_file():
+        raise FileNotFoundError(f"{image_set} does not exist; name the sequences with --sequences, or fix --set/--year")
+    return [line.strip() for line in image_set.read_text().splitlines() if line.strip()]
+
+
+def read_sequence(gt_dir: Path, results_dir: Path, sequence: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """(T, H, W) ground-truth and predicted labels; unevaluated prediction frames are left at 0 and not read."""
+    gt_paths = sorted((gt_dir / sequence).glob("*.png"))
+    if not gt_paths:
+        raise FileNotFoundError(f"no ground-truth label PNGs in {gt_dir / sequence}")
+    first = read_label_png(gt_paths[0])
+    gt = np.empty((len(gt_paths), *first.shape), dtype=np.uint8)
+    pred = np.zeros_like(gt)
+    gt[0] = first
+    evaluated = range(1, len(gt_paths) - 1) if task == "semi-supervised" else range(len(gt_paths))
+    for index, gt_path in enumerate(gt_paths):
+        if index:
+            gt[index] = _read_sized(gt_path, first.shape)
+        if index in evaluated:
+            pred_path = results_dir / sequence / gt_path.name
+            if not pred_path.is_file():
+                raise FileNotFoundError(f"missing prediction {pred_path} (predictions are named like {gt_path})")
+            pred[index] = _read_sized(pred_path, first.shape)
+    return gt, pred
+
+
+def _read_sized(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    labels = read_label_png(path)
+    if labels.shape != shape:
+        raise ValueError(f"{path} is {labels.shape[1]}×{labels.shape[0]}, but the sequence's masks are {shape[1]}×{shape[0]}")
+    return labels
+
+
+def _evaluate_one(job: tuple[Path, Path, str, str]) -> tuple[SequenceResult, np.ndarray]:
+    gt_dir, results_dir, sequence, task = job
+    gt, pred = read_sequence(gt_dir, results_dir, sequence, task)
+    result = evaluate_sequence(gt, pred, task, sequence)
+    return result, result.statistics()
+
+
+def evaluate_folders(
+    gt_dir: Path, results_dir: Path, sequences: list[str], task: str = "semi-supervised", workers: int | None = None
+) -> dict:
+    """Score every sequence (in parallel processes) and summarise; the dict that the CLI prints."""
+    if not sequences:
+        raise ValueError(f"no sequences to evaluate in {gt_dir}")
+    jobs = [(Path(gt_dir), Path(results_dir), sequence, task) for sequence in sequences]
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = max(1, min(workers or available, len(jobs)))
+    if workers == 1:
+        scored = [_evaluate_one(job) for job in jobs]
+    else:
+        # fork: workers start in milliseconds and inherit the imported modules.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with context.Pool(workers) as pool:
+            scored = pool.map(_evaluate_one, jobs, chunksize=1)
+    names = [name for result, _ in scored for name in result.object_names]
+    statistics = np.concatenate([rows for _, rows in scored])
+    results = summarize(names, statistics)
+    if task == "unsupervised":
+        for result, _ in scored:
+            for name, gt_id, pred_id in zip(result.object_names, result.gt_ids, result.pred_ids):
+                results["per_object"][name].update({"gt_object": gt_id, "pred_id": pred_id})
+    results.update(
+        task=task,
+        num_sequences=len(scored),
+        num_objects=len(names),
+        evaluated_frames=int(sum(result.j.shape[1] for result, _ in scored)),
+    )
+    return results
+
+
+def _official_number(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:.3f}"  # pandas' to_csv(float_format="%.3f"), NaN as an empty cell
+
+
+def write_official_csvs(results: dict, results_dir: Path, image_set: str = "val") -> tuple[Path, Path]:
+    """`global_results-<set>.csv` and `per-sequence_results-<set>.csv` with the official tool's columns and format."""
+    global_path = Path(results_dir) / f"global_results-{image_set}.csv"
+    per_object_path = Path(results_dir) / f"per-sequence_results-{image_set}.csv"
+    with open(global_path, "w", newline="") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(GLOBAL_KEYS)
+        writer.writerow([_official_number(results[key]) for key in GLOBAL_KEYS])
+    with open(per_object_path, "w", newline="") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(["Sequence", "J-Mean", "F-Mean"])
+        for name, scores in results["per_object"].items():
+            writer.writerow([name, _official_number(scores["J-Mean"]), _official_number(scores["F-Mean"])])
+    return global_path, per_object_path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Standalone entry (`python -m zoo.evaluation.davis ...`), same options as `python -m zoo.evaluate davis`.
+
+    It skips the dispatcher, which imports every benchmark's plug-in (some pull in torch, seconds of start-up).
+    """
+    parser = argparse.ArgumentParser(prog="python -m zoo.evaluation.davis", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    results = run(args)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
