@@ -152,3 +152,33 @@ def relabel_consecutive(labels: np.ndarray) -> np.ndarray:
     if ids[0] != 0:
         inverse = inverse + 1
     return inverse.astype(np.int64)
+
+
+def paired_label_files(gt_dir, pred_dir, missing_as_empty: bool = False) -> list[tuple[str, Path, Path | None]]:
+    """(name, ground-truth file, prediction file or None) for every label PNG of `gt_dir`, in name order.
+
+    In a CVPPP A1 folder only the `*_label.png` files are ground truth (name = `plantNNN`). A prediction is
+    `pred_dir/<file name>`, `pred_dir/<name>.png` or `pred_dir/<name>_label.png`; a missing one is an error
+    unless `missing_as_empty` (then None: an image with nothing predicted)."""
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    for folder, what in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: {what} folder not found")
+    gt_files = sorted(gt_dir.glob("*_label.png")) or sorted(gt_dir.glob("*.png"))
+    if not gt_files:
+        raise FileNotFoundError(f"{gt_dir}: no label PNG in it")
+    pairs, missing = [], []
+    for gt_file in gt_files:
+        name = gt_file.stem.removesuffix("_label")
+        candidates = [pred_dir / gt_file.name, pred_dir / f"{name}.png", pred_dir / f"{name}_label.png"]
+        found = next((path for path in candidates if path.exists()), None)
+        if found is None:
+            missing.append(gt_file.name)
+        pairs.append((name, gt_file, found))
+    if missing and not missing_as_empty:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise FileNotFoundError(
+            f"{pred_dir}: no prediction for {shown}; write one label PNG per ground-truth image under the same "
+            "name (or pass --missing-as-empty to score them as empty predictions)"
+        )
+    return pairs

@@ -40,9 +40,9 @@ def instance_masks(labels, background: int = 0, ids=None):
 def _flat_float64(masks, like):
     if isinstance(like, torch.Tensor):
         masks = torch.as_tensor(masks, device=like.device)
-        return masks.reshape(masks.shape[0], -1).to(torch.float64)
+        return masks.reshape(masks.shape[0], int(np.prod(masks.shape[1:]))).to(torch.float64)
     masks = np.asarray(masks)
-    return masks.reshape(masks.shape[0], -1).astype(np.float64)
+    return masks.reshape(masks.shape[0], int(np.prod(masks.shape[1:]))).astype(np.float64)
 
 
 def _overlaps(pred_masks, gt_masks):
