@@ -137,7 +137,7 @@ def _f_from_boundaries(pred: _Boundary, gt: _Boundary, radius: int) -> float:
 def _as_frames(pred, gt, void) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
     if pred.shape != gt.shape or pred.ndim not in (2, 3):
-        raise ValueError(f"pred and gt must both be (H, W) or (T, H, W) masks, got {pred.shape} and {gt.shape}")
+        raise ValueError(f"pred and gt must be masks of the same (H, W) or (T, H, W) shape, got {pred.shape} and {gt.shape}")
     single = pred.ndim == 2
     if void is not None:
         void = np.asarray(void, dtype=bool)
