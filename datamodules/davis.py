@@ -176,7 +176,8 @@ class DAVIS(Sequence[VideoSequence]):
             stray = [stem for stem in annotations if stem not in frames]
             if stray:
                 raise FileNotFoundError(
-                    f"annotation {annotations[stray[0]]} has no frame {self.frames_root / name / stray[0]}.jpg"
+                    f"frame {self.frames_root / name / stray[0]}.jpg is missing "
+                    f"(its annotation {annotations[stray[0]]} exists)"
                 )
             stems = list(frames)
             frame_paths = list(frames.values())

@@ -71,7 +71,9 @@ class YouTubeVOS(Sequence[VideoSequence]):
         annotations = {p.stem: p for p in sorted((self.annotations_root / name).glob("*.png"))}
         stray = [stem for stem in annotations if stem not in frames]
         if stray:
-            raise FileNotFoundError(f"annotation {annotations[stray[0]]} has no frame {frame_dir / stray[0]}.jpg")
+            raise FileNotFoundError(
+                f"frame {frame_dir / stray[0]}.jpg is missing (its annotation {annotations[stray[0]]} exists)"
+            )
         stems = list(frames)
         index_of = {stem: index for index, stem in enumerate(stems)}
         objects = self.meta[name].get("objects", {})
