@@ -1,0 +1,62 @@
+"""Precomputed-feature mode: the frozen backbone runs once per frame and its features are cached on disk.
+
+Training (and the paper's DRLT-LSTM tracking) then runs the FC + LSTM only. A cache entry is keyed by everything
+that determines the features (backbone name and weights, input size, grid, and each frame file's path, size and
+modification time), so a changed backbone or a re-written video never reads stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoo.drlt.model import DRLTTracker
+
+
+def backbone_fingerprint(tracker: DRLTTracker) -> str:
+    """Hash of the frozen backbone (its weights and how frames are fed to it)."""
+    digest = hashlib.sha1()
+    backbone = tracker.backbone
+    digest.update(f"{type(backbone.body).__name__}|{backbone.input_size}|{backbone.grid_size}".encode())
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _frames_fingerprint(frame_paths: list[Path]) -> str:
+    digest = hashlib.sha1()
+    for path in frame_paths:
+        stat = os.stat(path)
+        digest.update(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """`cache.features(name, frame_paths)` -> (N, D) float32 tensor, computed once, then read from `root`."""
+
+    def __init__(self, root: str | Path, tracker: DRLTTracker):
+        self.root = Path(root)
+        self.tracker = tracker
+        self._backbone_key = backbone_fingerprint(tracker)[:16]
+
+    def path_for(self, name: str, frame_paths: list[Path]) -> Path:
+        key = hashlib.sha1(f"{self._backbone_key}|{_frames_fingerprint(frame_paths)}".encode()).hexdigest()[:16]
+        return self.root / f"{name.replace('/', '_')}-{key}.npy"
+
+    def features(self, name: str, frame_paths: list[Path]) -> torch.Tensor:
+        path = self.path_for(name, frame_paths)
+        if path.is_file():
+            cached = np.load(path)
+            if cached.shape == (len(frame_paths), self.tracker.feature_dim):
+                return torch.from_numpy(cached)
+        features, _ = self.tracker.encode(frame_paths)
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # two ranks may write the same entry
+        np.save(partial, features.numpy().astype(np.float32))
+        os.replace(partial, path)
+        return features
