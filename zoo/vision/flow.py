@@ -41,7 +41,7 @@ class RAFTSettings:
 
 
 class FlowEstimator:
-    """Optical flow for frame pairs, optionally cached on disk.
+    """Optical flow for frame pairs, optionally cached on disk (``pretrained`` is None for DIS, which has no weights).
 
     ``method``: "dis" (default, no weights), "raft_small" or "raft_large". For RAFT, ``weights`` is ``"DEFAULT"``
     (torchvision's C_T_SKHT_V2 weights when loadable, else random init with a warning), ``None`` or a state-dict
@@ -65,7 +65,7 @@ class FlowEstimator:
             raise TypeError(f"method {method!r} takes {expected.__name__}, got {type(settings).__name__}")
         self.method, self.settings, self.device = method, settings, torch.device(device)
         if method == "dis":
-            self.weights_tag, self.pretrained = "none", True
+            self.weights_tag, self.pretrained = "none", None  # classical method: no weights to load
             self._dis = _make_dis(settings)
         else:
             from torchvision.models import optical_flow
