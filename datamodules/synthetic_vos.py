@@ -67,7 +67,9 @@ def _paste(canvas: np.ndarray, patch: np.ndarray, top: int, left: int, where: np
         return
     inside = where[y0 - top : y1 - top, x0 - left : x1 - left]
     target = canvas[y0:y1, x0:x1]
-    target[inside] = value[y0 - top : y1 - top, x0 - left : x1 - left][inside] if isinstance(value, np.ndarray) else value
+    if isinstance(value, np.ndarray):
+        value = value[y0 - top : y1 - top, x0 - left : x1 - left][inside]
+    target[inside] = value
 
 
 def render_video(
@@ -302,7 +304,8 @@ def write_segtrack_v2(
                 folders = {k: root / "GroundTruth" / name / str(k) for k in range(1, video.num_objects + 1)}
             for object_id, folder in folders.items():
                 folder.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(folder / f"{stems[t]}{extension}"), np.where(labels == object_id, 255, 0).astype(np.uint8))
+                binary = np.where(labels == object_id, 255, 0).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{stems[t]}{extension}"), binary)
         (root / "ImageSets" / f"{name}.txt").write_text(f"{name}/\n" + "".join(f"{s}\n" for s in stems))
     (root / "ImageSets" / "all.txt").write_text("".join(f"*{name}\n" for name in videos))
     return root

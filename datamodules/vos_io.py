@@ -321,7 +321,8 @@ class VideoSequence:
         return self.require_mask(0)
 
     def first_frame_boxes(self) -> dict[int, np.ndarray]:
-        """Per-object (x0, y0, x1, y1) boxes of the frame-0 annotation (box-initialised input); see `boxes_from_mask`."""
+        """Per-object (x0, y0, x1, y1) boxes of the frame-0 annotation (box-initialised input), as
+        `boxes_from_mask` gives them."""
         return boxes_from_mask(self.first_frame_mask(), self.object_ids)
 
     def first_appearance(self) -> dict[int, int]:

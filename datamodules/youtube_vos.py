@@ -86,7 +86,8 @@ class YouTubeVOS(Sequence[VideoSequence]):
             first = listed[0]
             if first not in index_of:
                 raise FileNotFoundError(
-                    f"{meta_path}: object {object_id} of {name!r} starts at frame {first}, missing as {frame_dir / first}.jpg"
+                    f"{meta_path}: object {object_id} of {name!r} starts at frame {first}, "
+                    f"but frame {frame_dir / first}.jpg is missing"
                 )
             if self.split != "test" and first not in annotations:
                 raise FileNotFoundError(

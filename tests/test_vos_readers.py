@@ -288,3 +288,16 @@ def test_fbms_missing_ground_truth_file(copy_of):
     (root / "Trainingset" / "synthcars01" / "GroundTruth" / "synthcars01_21_gt.png").unlink()
     with pytest.raises(FileNotFoundError, match="synthcars01_21_gt.png listed in .*synthcars01Def.dat"):
         FBMS(root)
+
+
+def test_synthetic_root_writes_once(tmp_path):
+    from datamodules.synthetic_vos import synthetic_root
+
+    first = synthetic_root("fbms", cache_dir=tmp_path, num_sequences=1)
+    stamp = (first / "Trainingset" / "synthcars00" / "synthcars00_01.jpg").stat().st_mtime_ns
+    again = synthetic_root("fbms", cache_dir=tmp_path, num_sequences=1)
+    assert again == first and (again / "Trainingset" / "synthcars00" / "synthcars00_01.jpg").stat().st_mtime_ns == stamp
+    assert synthetic_root("fbms", cache_dir=tmp_path, num_sequences=2) != first
+    assert len(FBMS(first)) == 1 and not list(tmp_path.glob(".fbms-*"))
+    with pytest.raises(ValueError, match="unknown layout"):
+        synthetic_root("kitti", cache_dir=tmp_path)
