@@ -6,9 +6,9 @@
 R holds `<seq>/<frame>.png` label PNGs named like the ground truth (predictions for the unevaluated first and last
 frames of the semi-supervised task may be absent). From the DAVIS root only `Annotations/480p` (unsupervised:
 `Annotations_unsupervised/480p`) and, without `--sequences`, `ImageSets/<year>/<set>.txt` are read. The results are
-printed as JSON with the official keys plus `per_object`, and the official tool's two CSV files
-(`global_results-<set>.csv`, `per-sequence_results-<set>.csv`) are written into R; unlike the official tool, existing
-CSV files are overwritten rather than reused. Sequences are scored in parallel processes (`--workers`).
+returned (and printed by the dispatcher) as JSON with the official keys plus `per_object`, and the official tool's two
+CSV files (`global_results-<set>.csv`, `per-sequence_results-<set>.csv`) are written into R; unlike the official tool,
+existing CSV files are overwritten rather than reused. Sequences are scored in parallel processes (`--workers`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> dict:
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"python -m zoo.evaluate davis: error: {error}") from error
     write_official_csvs(results, args.results_dir, args.set)
-    print(json.dumps(results, indent=2))
     return results
 
 
@@ -174,9 +173,11 @@ def main(argv: list[str] | None = None) -> dict:
     add_arguments(parser)
     args = parser.parse_args(argv)
     results = run(args)
+    text = json.dumps(results, indent=2)
+    print(text)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(text + "\n")
     return results
 
 
