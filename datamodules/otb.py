@@ -141,7 +141,7 @@ def read_groundtruth(path: str | Path) -> np.ndarray:
 
 
 def _split_name(name: str) -> tuple[str, str]:
-    """Sequence name -> (directory name, ground-truth file name); "Jogging.2" -> ("Jogging", "groundtruth_rect.2.txt")."""
+    """Sequence name -> (directory, ground-truth file); "Jogging.2" -> ("Jogging", "groundtruth_rect.2.txt")."""
     match = _TARGET_SUFFIX.fullmatch(name)
     if match:
         return match["video"], f"groundtruth_rect.{match['target']}.txt"
@@ -254,7 +254,8 @@ def sequence_names(root: str | Path, sequences: str | Sequence[str] | None = Non
     if isinstance(sequences, str):
         if sequences not in SUBSETS:
             raise ValueError(
-                f"unknown OTB subset {sequences!r}; known subsets: {', '.join(SUBSETS)} (pass a list for sequence names)"
+                f"unknown OTB subset {sequences!r}; known subsets: {', '.join(SUBSETS)} "
+                "(pass a list for sequence names)"
             )
         return list(SUBSETS[sequences])
     if len(sequences) == 1 and sequences[0] in SUBSETS:
