@@ -18,7 +18,8 @@ def test_round_trip_and_hit_counting(tmp_path):
     arrays = {"boxes": np.arange(8, dtype=np.float32).reshape(2, 4), "masks": np.eye(3, dtype=bool)[None]}
     path = cache.put("proposals", "bear", 3, key, arrays)
     assert path.parent == tmp_path / "proposals" / "bear" and path.name.startswith("00003-")
-    loaded = cache.get("proposals", "bear", 3, {"settings": {"threshold": 0.05}, "model": "m"})  # key order is irrelevant
+    same_key_reordered = {"settings": {"threshold": 0.05}, "model": "m"}
+    loaded = cache.get("proposals", "bear", 3, same_key_reordered)
     assert set(loaded) == {"boxes", "masks"}
     for name, array in arrays.items():
         assert loaded[name].dtype == array.dtype and np.array_equal(loaded[name], array)

@@ -8,6 +8,7 @@ pretrained weights when they can be had, else a seeded random init with a one-li
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -62,7 +63,7 @@ def build_with_weights(
     if isinstance(weights, str) and weights == DEFAULT_WEIGHTS:
         try:
             return build(default_weights).eval(), str(default_weights).split(".")[-1]
-        except (OSError, RuntimeError, ValueError) as error:
+        except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
             target = Path(torch.hub.get_dir()) / "checkpoints" / Path(default_weights.url).name
             reason = " ".join(str(error).split())[:120]
             warnings.warn(

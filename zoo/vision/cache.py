@@ -63,7 +63,9 @@ class ArrayCache:
             / f"{frame_name}-{digest}.npz"
         )
 
-    def get(self, namespace: str, video: str, frame: str | int, key: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    def get(
+        self, namespace: str, video: str, frame: str | int, key: Mapping[str, Any]
+    ) -> dict[str, np.ndarray] | None:
         path = self.path(namespace, video, frame, key)
         if not path.is_file():
             self.misses += 1
@@ -76,7 +78,9 @@ class ArrayCache:
         self.hits += 1
         return arrays
 
-    def put(self, namespace: str, video: str, frame: str | int, key: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
+    def put(
+        self, namespace: str, video: str, frame: str | int, key: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+    ) -> Path:
         if _KEY_FIELD in arrays:
             raise ValueError(f"array name {_KEY_FIELD!r} is reserved by the cache")
         arrays = {name: np.asarray(array) for name, array in arrays.items()}

@@ -6,6 +6,9 @@ source t, target t+1; backward flow swaps them.
 
 ALBA feeds flow (u, v) of each frame, standardised, to its encoder next to the proposal mask (seeds.md §3; it used
 PWC-Net, which torchvision does not ship: RAFT is the learned stand-in, DIS the classical one).
+
+    estimator = FlowEstimator("dis", cache_dir="cache")
+    forward, backward = estimator.forward_backward(frame_t, frame_t1, video="bear", first_frame=t, second_frame=t + 1)
 """
 
 from __future__ import annotations

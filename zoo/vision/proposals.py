@@ -11,7 +11,12 @@ What the seeds need (`../shared/research/seeds.md` §1, §3):
 
 "Class-agnostic" means the COCO class is not used to filter or group proposals; torchvision still suppresses
 duplicates per class, so one object may appear under two classes. ``class_agnostic_nms_thresh`` removes those.
-``labels`` is kept for inspection (it is meaningless under random init).
+``labels`` is kept for inspection (it is meaningless under random init). ALBA used Detectron's Mask R-CNN;
+torchvision's ResNet-50-FPN (v1 or v2) with COCO weights is the stand-in.
+
+    generator = ProposalGenerator(cache_dir="cache")  # COCO weights if loadable, else random init + warning
+    proposals = generator(read_rgb(path), video="bear", frame=0, region=(x0, y0, x1, y1))
+    proposals.masks  # (N, H, W) bool in frame coordinates; .boxes, .scores, .labels, .features
 """
 
 from __future__ import annotations
