@@ -180,3 +180,8 @@ def test_every_registered_model_loads_offline(monkeypatch):
         model = zoo.load(name)
         assert not model.training
         assert model.model_type == zoo.model_info(name)["model_type"]
+
+
+def test_readme_zoo_table_is_generated_from_the_registry():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert zoo.registry.readme_with_table(readme) == readme, "run: python -m zoo.registry --update-readme"
