@@ -6,7 +6,9 @@ One module per benchmark; names are imported lazily (`from zoo.metrics import OT
 import importlib
 
 _EXPORTS: dict[str, str] = {
-    # filled in as the benchmark modules land: "Name": "zoo.metrics.module"
+    "OTBSuccess": "zoo.metrics.otb",
+    "OTBPrecision": "zoo.metrics.otb",
+    "InteractiveVOSCurve": "zoo.metrics.interactive",
 }
 
 __all__ = sorted(_EXPORTS)
