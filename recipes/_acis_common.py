@@ -86,7 +86,9 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
                         help="paper widths and schedule (default with --data-dir); GPU-days, not CPU-minutes")
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every stage's epochs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads; data loading runs in one worker process beside them (default 1: "
+                        "more threads oversubscribe a small shared CPU badly)")
     return parser
 
 
@@ -100,6 +102,7 @@ def main(benchmark: Benchmark, argv: list[str] | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     synthetic = args.data_dir is None
     data_dir = benchmark.write_synthetic(run_dir / "data") if synthetic else args.data_dir
+    data_dir = str(data_dir)  # Lightning stores the datamodule hparams in checkpoints: keep them weights_only-safe
     use_paper = args.paper_config or not synthetic
     config = benchmark.paper_config if use_paper else benchmark.embedded_config
     schedule = benchmark.paper_schedule if use_paper else benchmark.embedded_schedule

@@ -38,6 +38,7 @@ EMBEDDED_SCHEDULE = Schedule(
 
 
 def write_synthetic(root: Path) -> Path:
+    root = Path(root)
     from datamodules.synthetic_cvppp import write_synthetic_cvppp
 
     if not (root / "A1").is_dir():
@@ -49,27 +50,28 @@ def datamodule(data_dir: Path, batch_size: int):
     from datamodules.cvppp import CVPPPDataModule
 
     return CVPPPDataModule(data_dir, train_split="ablation-train", val_split="ablation-val",
-                           batch_size=batch_size, num_workers=0, augment=True)
+                           batch_size=batch_size, num_workers=1, augment=True)
 
 
 def evaluate(segmenter, dataset, examples: int = 4):
     """SBD, FBD, DiC, |DiC| (CVPPP conventions) over the dataset, per-image rows, a few examples to draw."""
     from zoo.metrics.cvppp import CVPPPMetrics
 
-    total = CVPPPMetrics()
-    rows, drawn = [], []
+    metrics = CVPPPMetrics()
+    names, counts, drawn = [], [], []
     for index in range(len(dataset)):
         item = dataset[index]
         image = image_to_uint8(item["image"])
         labels, order = segmenter.segment(image)
         gt = item["labels"].numpy()
-        single = CVPPPMetrics()
-        single.update(labels, gt)
-        total.update(labels, gt)
-        scores = {key: float(value) for key, value in single.compute().items()}
-        rows.append({"name": item["name"], "predicted": len(order), "ground_truth": int(len(np.unique(gt[gt > 0]))), **scores})
+        metrics.update(labels, gt)
+        names.append(item["name"])
+        counts.append((len(order), int(len(np.unique(gt[gt > 0])))))
         if len(drawn) < examples:
             drawn.append((item["name"], image, gt, labels))
+    rows = [{"name": name, "predicted": predicted, "ground_truth": truth, **scores}
+            for name, (predicted, truth), scores in zip(names, counts, metrics.per_image())]
+    total = metrics
     summary = {key: float(value) for key, value in total.compute().items()}
     return summary, rows, drawn
 
@@ -86,7 +88,7 @@ CVPPP = Benchmark(
     write_synthetic=write_synthetic,
     datamodule=datamodule,
     evaluate=evaluate,
-    metric_names={"SBD": ("sbd", "Symmetric Best Dice"), "|DiC|": ("abs_dic", "|DiC|"),
+    metric_names={"SBD": ("sbd", "Symmetric Best Dice"), "absDiC": ("abs_dic", "|DiC|"),
                   "DiC": ("dic", "Difference in Count"), "FBD": ("fbd", "Foreground-Background Dice")},
     paper_results=[{"dataset_name": "CVPPP LSC A1 test", "metrics": [{"type": "sbd", "value": 79.1}, {"type": "abs_dic", "value": 1.12}]}],
     synthetic_description=f"{SYNTHETIC_IMAGES} synthetic CVPPP-format rosettes (datamodules.synthetic_cvppp, 3-25 leaves)",
