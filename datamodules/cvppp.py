@@ -80,7 +80,9 @@ class _PngSource:
             return image, None
         label_path = self.folder / f"{name}_label.png"
         if not label_path.exists():
-            raise InstanceDataError(f"{label_path}: missing; every training plant needs its label image beside {rgb_path.name}")
+            raise InstanceDataError(
+                f"{label_path}: missing; every training plant needs its label image beside {rgb_path.name}"
+            )
         labels = read_label_png(label_path)
         if labels.shape != image.shape[:2]:
             raise InstanceDataError(

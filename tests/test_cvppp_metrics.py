@@ -25,7 +25,8 @@ def test_per_image_scores_equal_the_official_script(golden_cvppp):
     for name, (pred, gt) in images.items():
         scores = cvppp_scores(pred, gt)
         for key in GOLDEN_KEYS:
-            assert scores[key] == pytest.approx(expected["per_image"][name]["cvppp_official"][key], abs=1e-9), (name, key)
+            reference = expected["per_image"][name]["cvppp_official"][key]
+            assert scores[key] == pytest.approx(reference, abs=1e-9), (name, key)
 
 
 def test_metric_means_equal_the_official_script(golden_cvppp):
