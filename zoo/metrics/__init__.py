@@ -9,6 +9,11 @@ _EXPORTS: dict[str, str] = {
     "OTBSuccess": "zoo.metrics.otb",
     "OTBPrecision": "zoo.metrics.otb",
     "InteractiveVOSCurve": "zoo.metrics.interactive",
+    "CVPPPMetrics": "zoo.metrics.cvppp",
+    "KITTIInstanceMetrics": "zoo.metrics.kitti",
+    "pairwise_iou": "zoo.metrics.instances",
+    "pairwise_dice": "zoo.metrics.instances",
+    "instance_masks": "zoo.metrics.instances",
 }
 
 __all__ = sorted(_EXPORTS)
