@@ -123,3 +123,21 @@ def test_unsupervised_task_reads_annotations_unsupervised_and_equals_the_metric(
         assert results[key] == pytest.approx(float(expected[key]), abs=1e-12)
     assert results["per_object"]["a_multi_1"]["pred_id"] == 1 and results["per_object"]["a_multi_1"]["gt_object"] == 3
     assert results["evaluated_frames"] == 12 + 8  # every frame in the unsupervised task
+
+
+def test_fast_palette_reader_equals_read_label_png_and_declines_other_pngs(golden, tmp_path):
+    import cv2
+
+    from zoo.evaluation.davis import read_palette_png_fast
+
+    for path in sorted((golden / "davis480" / "pred" / "big_b").glob("*.png"))[:3]:
+        assert np.array_equal(read_palette_png_fast(path), read_label_png(path))
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 6, size=(30, 41)).astype(np.uint8)
+    write_label_png(tmp_path / "noisy.png", noisy)
+    fast = read_palette_png_fast(tmp_path / "noisy.png")
+    assert fast is None or np.array_equal(fast, noisy)
+    cv2.imwrite(str(tmp_path / "grey.png"), noisy)  # greyscale, filtered rows: left to read_label_png
+    assert read_palette_png_fast(tmp_path / "grey.png") is None
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    assert read_palette_png_fast(tmp_path / "broken.png") is None
