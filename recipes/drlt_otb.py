@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--steps-per-chunk", "-T", type=int, default=10, help="T, frames per update (paper: 10)")
     rl.add_argument("--episodes", "-N", type=int, default=5, help="N, sampled episodes per update (paper: 5)")
     rl.add_argument("--sigma", type=float, default=0.01, help="std of the Gaussian location policy (paper: 0.01)")
-    rl.add_argument("--lr-start", type=float, default=1e-3, help="Adam learning rate at the start (paper: 1e-5)")
-    rl.add_argument("--lr-end", type=float, default=1e-4, help="after exponential annealing (paper: 1e-6)")
+    rl.add_argument("--lr-start", type=float, default=1e-4, help="Adam learning rate at the start (paper: 1e-5)")
+    rl.add_argument("--lr-end", type=float, default=1e-5, help="after exponential annealing (paper: 1e-6)")
     rl.add_argument("--epochs", type=int, default=None,
                     help=f"passes over the training frames (paper: 500); default: {DEFAULT_UPDATES} updates' worth")
     rl.add_argument("--eq2-fraction", type=float, default=0.6,
