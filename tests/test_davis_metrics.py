@@ -42,9 +42,9 @@ def reference_boundary(mask):
     return boundary
 
 
-def reference_f(pred, gt, void=None):
+def reference_f(pred, gt, void=None, bound_th=0.008):
     keep = np.ones_like(gt, dtype=bool) if void is None else ~void
-    radius = math.ceil(0.008 * math.hypot(*gt.shape))
+    radius = math.ceil(bound_th * math.hypot(*gt.shape))
     offsets = np.arange(-radius, radius + 1)
     disk = (offsets[None, :] ** 2 + offsets[:, None] ** 2 <= radius**2).astype(np.uint8)
     pred_b, gt_b = reference_boundary(pred & keep), reference_boundary(gt & keep)
@@ -119,6 +119,11 @@ def test_cropped_j_and_f_equal_the_full_frame_reference():
             expected_f = [reference_f(p, g, None if use_void is None else v) for p, g, v in zip(pred, gt, void)]
             assert np.array_equal(jaccard(pred, gt, use_void), expected_j)
             assert np.array_equal(f_measure(pred, gt, use_void), expected_f)
+    # A wide tolerance (radius 8 at 96×128) exercises the windows around far-apart boundaries.
+    pred, gt = random_masks(rng, (96, 128), 30), random_masks(rng, (96, 128), 30)
+    expected_f = [reference_f(p, g, bound_th=0.05) for p, g in zip(pred, gt)]
+    assert np.array_equal(f_measure(pred, gt, bound_th=0.05), expected_f)
+    assert not np.array_equal(f_measure(pred, gt), expected_f)
 
 
 def test_empty_mask_edge_cases():

@@ -141,6 +141,13 @@ def _read_sized(path: Path, shape: tuple[int, ...] | None) -> np.ndarray:
     return labels
 
 
+def _single_threaded_opencv() -> None:
+    # One process per core already; OpenCV's own thread pool would only oversubscribe (and may not survive a fork).
+    import cv2
+
+    cv2.setNumThreads(0)
+
+
 def _evaluate_one(job: tuple[Path, Path, str, str]) -> tuple[SequenceResult, np.ndarray]:
     gt_dir, results_dir, sequence, task = job
     gt, pred = read_sequence(gt_dir, results_dir, sequence, task)
@@ -163,7 +170,7 @@ def evaluate_folders(
         # fork: workers start in milliseconds and inherit the imported modules.
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with context.Pool(workers) as pool:
+        with context.Pool(workers, initializer=_single_threaded_opencv) as pool:
             scored = pool.map(_evaluate_one, jobs, chunksize=1)
     names = [name for result, _ in scored for name in result.object_names]
     statistics = np.concatenate([rows for _, rows in scored])
