@@ -224,21 +224,27 @@ def score_frame(
     radius: int,
     void: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """J and F of each (gt id, pred id) pair on one frame of label images; `void` pixels are left out of both."""
+    """J and F of each (gt id, pred id) pair on one frame of label images; `void` pixels are left out of both.
+
+    Ground-truth ids are below 255, so their masks never contain void; predictions are cleared on void pixels.
+    """
     if void is not None:
         pred_labels = np.where(void, 0, pred_labels)
     gt_masks = {i: gt_labels == i for i in {i for i, _ in pairs}}
     pred_masks = {j: pred_labels == j for j in {j for _, j in pairs}}
-    if void is not None:
-        gt_masks = {i: mask & ~void for i, mask in gt_masks.items()}
     gt_boundaries = {i: _cropped_boundary(mask) for i, mask in gt_masks.items()}
     pred_boundaries = {j: _cropped_boundary(mask) for j, mask in pred_masks.items()}
+    if len(pairs) > len(gt_masks) + len(pred_masks):
+        # Many pairs (unsupervised): one joint histogram gives every intersection at once.
+        joint = np.bincount((gt_labels.astype(np.intp) << 8 | pred_labels).ravel(), minlength=1 << 16)
+        intersections = [int(joint[i << 8 | j]) for i, j in pairs]
+    else:
+        intersections = [int(np.count_nonzero(gt_masks[i] & pred_masks[j])) for i, j in pairs]
     gt_areas = {i: np.count_nonzero(mask) for i, mask in gt_masks.items()}
     pred_areas = {j: np.count_nonzero(mask) for j, mask in pred_masks.items()}
     j_scores = np.empty(len(pairs), dtype=np.float64)
     f_scores = np.empty(len(pairs), dtype=np.float64)
-    for n, (i, j) in enumerate(pairs):
-        intersection = np.count_nonzero(gt_masks[i] & pred_masks[j]) if gt_areas[i] and pred_areas[j] else 0
+    for n, ((i, j), intersection) in enumerate(zip(pairs, intersections)):
         union = gt_areas[i] + pred_areas[j] - intersection
         j_scores[n] = intersection / union if union else 1.0
         f_scores[n] = _f_from_boundaries(pred_boundaries[j], gt_boundaries[i], radius)
