@@ -11,8 +11,9 @@ from zoo.vision import build_with_weights
 from zoo.vision.cache import ArrayCache
 
 
-def test_round_trip_and_hit_counting(tmp_path):
-    cache = ArrayCache(tmp_path)
+@pytest.mark.parametrize("compress", [True, False])
+def test_round_trip_and_hit_counting(tmp_path, compress):
+    cache = ArrayCache(tmp_path, compress=compress)
     key = {"model": "m", "settings": {"threshold": 0.05}}
     assert cache.get("proposals", "bear", 3, key) is None
     arrays = {"boxes": np.arange(8, dtype=np.float32).reshape(2, 4), "masks": np.eye(3, dtype=bool)[None]}

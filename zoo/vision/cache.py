@@ -1,4 +1,4 @@
-"""On-disk cache of per-frame arrays (proposals, optical flow), one compressed `.npz` file per entry, never pickle.
+"""On-disk cache of per-frame arrays (proposals, optical flow): one `.npz` file per entry, never pickle.
 
 An entry is addressed by a namespace (what produced it, e.g. ``"proposals"``), a video name, a frame name and a
 *key*: a JSON-serialisable dict holding everything else that changes the result (model, whether pretrained weights
@@ -47,11 +47,13 @@ def _check_name(kind: str, name: str) -> str:
 class ArrayCache:
     """A folder of `.npz` entries; ``get`` returns None on a miss, ``put`` stores a dict of numpy arrays.
 
-    ``hits`` and ``misses`` count lookups, so callers and tests can see whether work was skipped.
+    ``hits`` and ``misses`` count lookups, so callers and tests can see whether work was skipped. ``compress=False``
+    suits arrays that deflate poorly (dense float flow: ~12% smaller compressed, several times slower to read).
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, compress: bool = True):
         self.root = Path(root)
+        self.compress = compress
         self.hits = 0
         self.misses = 0
 
@@ -92,7 +94,8 @@ class ArrayCache:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
         try:
             with os.fdopen(handle, "wb") as file:
-                np.savez_compressed(file, **{_KEY_FIELD: np.array(canonical_key(key))}, **arrays)
+                save = np.savez_compressed if self.compress else np.savez
+                save(file, **{_KEY_FIELD: np.array(canonical_key(key))}, **arrays)
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

@@ -83,7 +83,7 @@ class FlowEstimator:
             )
             self.raft.to(self.device)
             self.pretrained = not self.weights_tag.startswith("random-init")
-        self.cache = ArrayCache(cache_dir) if cache_dir is not None else None
+        self.cache = ArrayCache(cache_dir, compress=False) if cache_dir is not None else None
         self.model_calls = 0
 
     def cache_key(self) -> dict:
