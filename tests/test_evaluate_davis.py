@@ -141,3 +141,25 @@ def test_fast_palette_reader_equals_read_label_png_and_declines_other_pngs(golde
     assert read_palette_png_fast(tmp_path / "grey.png") is None
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     assert read_palette_png_fast(tmp_path / "broken.png") is None
+
+
+def test_real_davis_annotations_decode_identically_and_score_perfectly_against_themselves(realdata, tmp_path):
+    from zoo.evaluation.davis import read_palette_png_fast
+
+    root = realdata / "DAVIS"
+    if not (root / "Annotations" / "480p" / "blackswan").is_dir():
+        pytest.skip("../shared/realdata/DAVIS/Annotations/480p/blackswan is absent")
+    for path in sorted((root / "Annotations" / "480p").rglob("*.png")):
+        fast = read_palette_png_fast(path)
+        assert fast is None or np.array_equal(fast, read_label_png(path)), path
+    copy_tree(root / "Annotations" / "480p" / "blackswan", tmp_path / "blackswan")
+    results = evaluate_main(
+        ["davis", "--davis-root", str(root), "--results-dir", str(tmp_path), "--sequences", "blackswan"]
+    )
+    assert [results[key] for key in OFFICIAL_KEYS] == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    labels = read_label_png(tmp_path / "blackswan" / "00002.png")
+    write_label_png(tmp_path / "blackswan" / "00002.png", np.roll(labels, 20, axis=1))  # beyond the 8 px tolerance
+    shifted = evaluate_main(
+        ["davis", "--davis-root", str(root), "--results-dir", str(tmp_path), "--sequences", "blackswan"]
+    )
+    assert 0.5 < shifted["J-Mean"] < 1.0 and 0.5 < shifted["F-Mean"] < 1.0
