@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -190,7 +191,8 @@ def hardware_description(args) -> str:
         return args.hardware
     if args.accelerator != "cpu" and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads"
+    return (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
+            f"{torch.get_num_threads()} torch thread(s)")
 
 
 def main(argv: list[str] | None = None) -> dict | None:

@@ -1,0 +1,67 @@
+"""DRLT tracking speed of the published configuration: end to end from decoded frames (resize + frozen backbone +
+LSTM) and recurrent-only on precomputed features (the paper's DRLT-LSTM), plus the process's peak memory.
+Paper (GTX 1080): 45 fps end to end, 270 fps recurrent-only."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoo.drlt.env import otb_to_normalized
+from zoo.drlt.model import DRLTTracker
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help="Hub folder of a trained tracker (default: the published configuration, random weights; "
+                             "the speed does not depend on the weights)")
+    parser.add_argument("--frames", type=int, default=200, help="frames per timed video")
+    parser.add_argument("--height", type=int, default=360, help="decoded frame height (OTB frames are 240-720 px)")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def _best_fps(run, frames: int, repeats: int) -> float:
+    run()  # warm-up: allocator, oneDNN kernels
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return frames / best
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.model is not None:
+        from zoo.hub import load_folder
+
+        tracker = load_folder(args.model, expected_type="drlt")
+    else:
+        tracker = DRLTTracker().eval()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8) for _ in range(args.frames)]
+    init_box = [args.width / 4, args.height / 4, args.width / 5, args.height / 5]
+
+    fps_end_to_end = _best_fps(lambda: tracker.track(frames, init_box), args.frames, args.repeats)
+    features, image_size = tracker.encode(frames)
+    init = otb_to_normalized(np.asarray(init_box), image_size)
+    fps_recurrent = _best_fps(lambda: tracker.predict_locations(features, init), args.frames, args.repeats)
+    config = {key: getattr(tracker, "_hub_mixin_config", {}).get(key) for key in
+              ("backbone", "input_size", "grid_size", "hidden_size")}
+    return {
+        "fps_end_to_end": fps_end_to_end,
+        "fps_recurrent_only": fps_recurrent,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+        "targets": {"fps_end_to_end": 45, "fps_recurrent_only": 270},
+        "frames": args.frames, "frame_size": [args.height, args.width], "config": config,
+        "parameters": sum(p.numel() for p in tracker.parameters()),
+        "note": "CPU timings; the paper's figures are on a GTX 1080",
+    }
