@@ -222,8 +222,9 @@ def test_semi_supervised_treats_void_as_background():
 def reference_unsupervised(gt, pred):
     void = gt == 255
     objects, proposals = range(1, int(gt[0][gt[0] != 255].max()) + 1), range(1, max(int(pred.max()), 2) + 1)
-    j = np.array([[[reference_j(p == b, g == a, v) for g, p, v in zip(gt, pred, void)] for a in objects] for b in proposals])
-    f = np.array([[[reference_f(p == b, g == a, v) for g, p, v in zip(gt, pred, void)] for a in objects] for b in proposals])
+    frames = list(zip(gt, pred, void))
+    j = np.array([[[reference_j(p == b, g == a, v) for g, p, v in frames] for a in objects] for b in proposals])
+    f = np.array([[[reference_f(p == b, g == a, v) for g, p, v in frames] for a in objects] for b in proposals])
     rows, columns = linear_sum_assignment(-(j.mean(axis=2) + f.mean(axis=2)) / 2)
     return j[rows, columns], f[rows, columns], [proposals[r] for r in rows], [objects[c] for c in columns]
 

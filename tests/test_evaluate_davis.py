@@ -62,7 +62,8 @@ def test_davis_root_layout_with_image_set_and_without_first_and_last_predictions
     (root / "ImageSets" / "2017").mkdir(parents=True)
     (root / "ImageSets" / "2017" / "val.txt").write_text("d_gapid\nb_reappear\n")
     results_dir = tmp_path / "results"
-    last_frames = {seq: max(p.name for p in (golden / "davis" / "gt" / seq).glob("*.png")) for seq in official["per_frame"]}
+    gt_dir = golden / "davis" / "gt"
+    last_frames = {seq: max(path.name for path in (gt_dir / seq).glob("*.png")) for seq in official["per_frame"]}
     copy_tree(
         golden / "davis" / "pred",
         results_dir,
@@ -91,7 +92,7 @@ def test_clear_errors_name_the_file_and_the_fix(golden, tmp_path):
     write_label_png(results_dir / "e_lateobj" / "00004.png", labels)
     with pytest.raises(SystemExit, match=r"e_lateobj.*predicted id 2"):
         evaluate_main(base)
-    with pytest.raises(SystemExit, match=r"ImageSets/2017/val\.txt does not exist; name the sequences with --sequences"):
+    with pytest.raises(SystemExit, match=r"ImageSets/2017/val\.txt does not exist; name the sequences with --seq"):
         (tmp_path / "DAVIS" / "Annotations" / "480p").mkdir(parents=True)
         evaluate_main(["davis", "--davis-root", str(tmp_path / "DAVIS"), "--results-dir", str(results_dir)])
     write_label_png(results_dir / "e_lateobj" / "00004.png", labels[:50])

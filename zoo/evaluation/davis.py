@@ -33,10 +33,12 @@ ANNOTATION_FOLDERS = {"semi-supervised": "Annotations", "unsupervised": "Annotat
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     ground_truth = parser.add_mutually_exclusive_group(required=True)
     ground_truth.add_argument("--davis-root", type=Path, help="DAVIS folder (holds Annotations/480p, ImageSets)")
-    ground_truth.add_argument("--gt-dir", type=Path, help="instead of --davis-root: a folder of <seq>/<frame>.png labels")
+    ground_truth.add_argument("--gt-dir", type=Path, help="instead of --davis-root: folder of <seq>/<frame>.png labels")
     parser.add_argument("--results-dir", type=Path, required=True, help="folder of <seq>/<frame>.png predicted labels")
     parser.add_argument("--task", choices=TASKS, default="semi-supervised")
-    parser.add_argument("--sequences", nargs="+", default=None, help="default: ImageSets/<year>/<set>.txt (all with --gt-dir)")
+    parser.add_argument(
+        "--sequences", nargs="+", default=None, help="default: ImageSets/<year>/<set>.txt (all with --gt-dir)"
+    )
     parser.add_argument("--set", default="val", help="image set; also names the CSV files (default: val)")
     parser.add_argument("--year", default="2017", help="ImageSets year (default: 2017)")
     parser.add_argument("--resolution", default="480p", help="annotation resolution folder (default: 480p)")
@@ -137,7 +139,9 @@ def _read_sized(path: Path, shape: tuple[int, ...] | None) -> np.ndarray:
     if labels is None:
         labels = read_label_png(path)
     if shape is not None and labels.shape != shape:
-        raise ValueError(f"{path} is {labels.shape[1]}×{labels.shape[0]}, but the sequence's masks are {shape[1]}×{shape[0]}")
+        raise ValueError(
+            f"{path} is {labels.shape[1]}×{labels.shape[0]}, but the sequence's masks are {shape[1]}×{shape[0]}"
+        )
     return labels
 
 

@@ -63,7 +63,7 @@ def boundary_radius(shape: tuple[int, int], bound_th: float = 0.008) -> float:
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels of `mask` that differ from their right, lower or lower-right neighbour (official `_seg2bmap`)."""
+    """(H, W) bool: pixels of `mask` differing from their right, lower or lower-right neighbour (`_seg2bmap`)."""
     mask = np.asarray(mask, dtype=bool)
     boundary = np.zeros_like(mask)
     boundary[:, :-1] |= mask[:, :-1] != mask[:, 1:]
@@ -99,7 +99,7 @@ def _cropped_boundary(mask: np.ndarray) -> _Boundary:
 
 
 def _matched_count(source: _Boundary, target: _Boundary, radius: int) -> int:
-    """Number of `target` boundary pixels within the disk dilation of `source` (the official `gt_match` / `fg_match`)."""
+    """Number of `target` boundary pixels inside the disk dilation of `source` (official `gt_match` / `fg_match`)."""
     sh, sw = source.pixels.shape
     th, tw = target.pixels.shape
     # Only target pixels within `radius` (in both axes) of the source window can be reached.
@@ -117,7 +117,8 @@ def _matched_count(source: _Boundary, target: _Boundary, radius: int) -> int:
     canvas[y0 - top + radius : y1 - top + radius, x0 - left + radius : x1 - left + radius] = source.pixels[
         y0 - source.top : y1 - source.top, x0 - source.left : x1 - source.left
     ]
-    dilated = cv2.dilate(canvas, disk_footprint(float(radius)))[radius : radius + bottom - top, radius : radius + right - left]
+    dilated = cv2.dilate(canvas, disk_footprint(float(radius)))
+    dilated = dilated[radius : radius + bottom - top, radius : radius + right - left]
     window = target.pixels[top - target.top : bottom - target.top, left - target.left : right - target.left]
     return int(np.count_nonzero(dilated.view(bool) & window))
 
@@ -137,7 +138,9 @@ def _f_from_boundaries(pred: _Boundary, gt: _Boundary, radius: int) -> float:
 def _as_frames(pred, gt, void) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
     if pred.shape != gt.shape or pred.ndim not in (2, 3):
-        raise ValueError(f"pred and gt must be masks of the same (H, W) or (T, H, W) shape, got {pred.shape} and {gt.shape}")
+        raise ValueError(
+            f"pred and gt must be masks of the same (H, W) or (T, H, W) shape, got {pred.shape} and {gt.shape}"
+        )
     single = pred.ndim == 2
     if void is not None:
         void = np.asarray(void, dtype=bool)
@@ -265,7 +268,9 @@ def _check_labels(gt: np.ndarray, pred: np.ndarray, name: str) -> tuple[np.ndarr
     return gt.astype(np.uint8, copy=False), pred.astype(np.uint8, copy=False)
 
 
-def evaluate_semi_supervised(gt: np.ndarray, pred: np.ndarray, name: str = "", bound_th: float = 0.008) -> SequenceResult:
+def evaluate_semi_supervised(
+    gt: np.ndarray, pred: np.ndarray, name: str = "", bound_th: float = 0.008
+) -> SequenceResult:
     """Official semi-supervised scores of one sequence of (T, H, W) labels; frames 0 and T-1 are not evaluated."""
     gt, pred = _check_labels(gt, pred, name)
     if len(gt) < 3:
@@ -302,8 +307,8 @@ def evaluate_unsupervised(
     largest = int(pred.max()) if pred.size else 0
     if largest > max_proposals:
         raise ValueError(
-            f"sequence {name!r}: predicted id {largest}, but at most {max_proposals} proposals (ids 1..{max_proposals}) "
-            "per sequence are allowed in the unsupervised task"
+            f"sequence {name!r}: predicted id {largest}, but at most {max_proposals} proposals "
+            f"(ids 1..{max_proposals}) per sequence are allowed in the unsupervised task"
         )
     # Missing proposals are empty masks, so that every ground-truth object gets a partner (official zero padding).
     proposals = list(range(1, max(largest, num_objects) + 1))
@@ -431,15 +436,17 @@ def _define_metric_classes() -> dict[str, type]:
 
     class DAVISSemiSupervised(_DAVISVideoMetric):
         __doc__ = _DAVISVideoMetric.__doc__ + (
-            "\n        Semi-supervised task: frames 0 and T-1 are not evaluated, objects are ids 1..(largest id of the"
-            "\n        first ground-truth frame), and a larger predicted id raises ValueError (the official tool stops).\n"
+            "\n        Semi-supervised task: frames 0 and T-1 are not evaluated, objects are ids 1..(largest id of"
+            "\n        the first ground-truth frame), and a larger predicted id raises ValueError (the official tool"
+            "\n        stops).\n"
         )
         task = "semi-supervised"
 
     class DAVISUnsupervised(_DAVISVideoMetric):
         __doc__ = _DAVISVideoMetric.__doc__ + (
-            "\n        Unsupervised task: every frame, void excluded, at most 20 predicted ids per sequence matched to the"
-            "\n        ground-truth objects by a Hungarian assignment on mean J&F (objects listed in predicted-id order).\n"
+            "\n        Unsupervised task: every frame, void excluded, at most 20 predicted ids per sequence matched to"
+            "\n        the ground-truth objects by a Hungarian assignment on mean J&F (objects listed in predicted-id"
+            "\n        order).\n"
         )
         task = "unsupervised"
 
