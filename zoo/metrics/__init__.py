@@ -9,6 +9,8 @@ _EXPORTS: dict[str, str] = {
     "OTBSuccess": "zoo.metrics.otb",
     "OTBPrecision": "zoo.metrics.otb",
     "InteractiveVOSCurve": "zoo.metrics.interactive",
+    "DAVISSemiSupervised": "zoo.metrics.davis",
+    "DAVISUnsupervised": "zoo.metrics.davis",
     "CVPPPMetrics": "zoo.metrics.cvppp",
     "KITTIInstanceMetrics": "zoo.metrics.kitti",
     "pairwise_iou": "zoo.metrics.instances",
