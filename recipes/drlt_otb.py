@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> dict | None:
               f"backbone {args.backbone} ({tracker_config['backbone_weights']}), hidden {args.hidden_size}")
     started = time.perf_counter()
     trainer.fit(module, ckpt_path=args.resume)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Evaluation runs on rank 0 alone; torchmetrics would otherwise wait for the other ranks to sync.
+        torch.distributed.destroy_process_group()
     if not trainer.is_global_zero:
         return None
     train_seconds = time.perf_counter() - started
