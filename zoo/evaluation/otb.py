@@ -78,7 +78,8 @@ def evaluate_sequences(predictions: Mapping[str, np.ndarray], groundtruths: Mapp
     missing = [name for name in groundtruths if name not in predictions]
     if missing:
         raise KeyError(f"no predictions for sequence(s) {', '.join(missing)}")
-    success, precision = OTBSuccess(), OTBPrecision()
+    # Whole sequences are scored in one process: no cross-rank sync even when a DDP process group is up.
+    success, precision = OTBSuccess(sync_on_compute=False), OTBPrecision(sync_on_compute=False)
     per_sequence = {}
     for name, gt in groundtruths.items():
         pred = np.asarray(predictions[name], dtype=np.float64)
