@@ -9,7 +9,6 @@ Label images come in three encodings, all read to an (H, W) int64 map with 0 = b
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +19,6 @@ MAX_INSTANCES = 255
 
 class InstanceDataError(ValueError):
     """An image or label file that cannot be used as instance segmentation data; the message names the file."""
-
-
-def read_rgb(path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB image. RGBA is accepted (the CVPPP release stores RGBA with an opaque alpha): the alpha
-    channel is dropped, with a warning when it is not fully opaque, because its content would be lost silently."""
-    path = Path(path)
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, ValueError) as error:
-        raise InstanceDataError(f"{path}: cannot be read as an image ({error})") from error
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        alpha = np.asarray(image.convert("RGBA"))[..., 3]
-        if alpha.min() < 255:
-            warnings.warn(f"{path}: the alpha channel is not opaque; it is ignored and the RGB values are used")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grayscale photograph: keep the 8 most significant bits
-        values = np.asarray(image, dtype=np.uint32) >> 8
-        return np.repeat(values.astype(np.uint8)[..., None], 3, axis=2)
-    return np.asarray(image.convert("RGB"))
 
 
 def _colour_coded_to_ids(rgb: np.ndarray) -> np.ndarray:
@@ -134,14 +113,6 @@ def write_colour_coded_png(path, labels) -> Path:
     colours[1:, 0] = np.arange(1, 256, dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(colours[labels.astype(np.int64)]).save(path)
-    return path
-
-
-def write_rgb_png(path, image) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # light compression: noisy photographs barely shrink at higher levels, and writing them dominates otherwise
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path, compress_level=1)
     return path
 
 

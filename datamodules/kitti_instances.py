@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.instance_io import InstanceDataError, read_label_png, read_rgb, relabel_consecutive
+from datamodules.image_io import read_rgb
+from datamodules.instance_io import InstanceDataError, read_label_png, relabel_consecutive
 
 CROP_HEIGHT, CROP_WIDTH = 256, 768
 # split name -> (id list file, annotation folder)

@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datamodules.instance_io import read_label_png, read_rgb, relabel_consecutive, write_label_png, write_rgb_png
+from datamodules.image_io import read_rgb, write_rgb
+from datamodules.instance_io import read_label_png, relabel_consecutive, write_label_png
 
 GOLDEN_ANGLE_DEG = 137.5
 MIN_VISIBLE_PIXELS = 60
@@ -88,7 +89,7 @@ def write_synthetic_cvppp(root, num_images: int = 32, seed: int = 0, size: tuple
             write_label_png(folder / f"{name}_label.png", labels, palette=True)
         else:
             folder, name = root / "testing" / "A1", f"plant{number - num_images:03d}"
-        write_rgb_png(folder / f"{name}_rgb.png", image)
+        write_rgb(folder / f"{name}_rgb.png", image)
         write_label_png(folder / f"{name}_fg.png", (labels > 0).astype(np.uint8) * 255)
     return root
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datamodules.instance_io import relabel_consecutive, write_colour_coded_png, write_rgb_png
+from datamodules.image_io import write_rgb
+from datamodules.instance_io import relabel_consecutive, write_colour_coded_png
 
 MIN_VISIBLE_PIXELS = 80
 CAR_COLOURS = np.array([[180, 30, 30], [30, 60, 170], [225, 225, 225], [35, 35, 40], [150, 155, 160],
@@ -98,7 +99,7 @@ def write_synthetic_kitti(root, num_images: int = 48, seed: int = 0, size: tuple
     for number in range(num_images):
         image, labels = render_street(rng, *size)
         name = f"{number:06d}.png"
-        write_rgb_png(root / "images" / name, image)
+        write_rgb(root / "images" / name, image)
         write_colour_coded_png(root / ("gt" if number < num_train else "gt_man") / name, labels)
     for list_name, numbers in splits.items():
         (root / list_name).write_text("".join(f"{n}\n" for n in numbers))

@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from datamodules.vos_io import VOID_LABEL, write_frame, write_label_png, write_scribbles
+from datamodules.image_io import write_rgb
+from datamodules.vos_io import VOID_LABEL, write_label_png, write_scribbles
 
 CATEGORIES = ("person", "dog", "car", "bird", "ball", "boat")
 
@@ -180,7 +181,7 @@ def write_davis2017(
     names = list(videos)
     for name, video in videos.items():
         for t, (frame, labels) in enumerate(zip(video.frames, video.labels)):
-            write_frame(root / "JPEGImages" / "480p" / name / f"{t:05d}.jpg", frame)
+            write_rgb(root / "JPEGImages" / "480p" / name / f"{t:05d}.jpg", frame)
             annotated = _void_ring(labels, video.num_objects) if video.num_objects > 1 else labels
             write_label_png(root / "Annotations" / "480p" / name / f"{t:05d}.png", annotated)
             write_label_png(root / "Annotations_unsupervised" / "480p" / name / f"{t:05d}.png", labels)
@@ -210,7 +211,7 @@ def write_davis2016(
     for position, (name, video) in enumerate(videos.items()):
         split = "train" if position < num_train else "val"
         for t, (frame, labels) in enumerate(zip(video.frames, video.labels)):
-            write_frame(root / "JPEGImages" / "480p" / name / f"{t:05d}.jpg", frame)
+            write_rgb(root / "JPEGImages" / "480p" / name / f"{t:05d}.jpg", frame)
             binary = np.where(labels > 0, 255, 0).astype(np.uint8)
             path = root / "Annotations" / "480p" / name / f"{t:05d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,11 +255,11 @@ def write_youtube_vos(
         )
         stems = [f"{t * frame_step:05d}" for t in range(num_frames)]
         for t, frame in enumerate(video.frames):
-            write_frame(root / split / "JPEGImages" / name / f"{stems[t]}.jpg", frame)
+            write_rgb(root / split / "JPEGImages" / name / f"{stems[t]}.jpg", frame)
             if all_frames:
                 # The sparse frames are every `frame_step`-th of the full-rate video; fill the rest with copies.
                 for k in range(frame_step if t < num_frames - 1 else 1):
-                    write_frame(root / f"{split}_all_frames" / "JPEGImages" / name / f"{t * frame_step + k:05d}.jpg",
+                    write_rgb(root / f"{split}_all_frames" / "JPEGImages" / name / f"{t * frame_step + k:05d}.jpg",
                                 frame)
         objects = {}
         first_seen = {}
@@ -297,7 +298,7 @@ def write_segtrack_v2(
         stems = [f"{name}_{t:05d}" for t in range(num_frames)]
         extension = ".bmp" if position == 1 else ".png"
         for t, (frame, labels) in enumerate(zip(video.frames, video.labels)):
-            write_frame(root / "JPEGImages" / name / f"{stems[t]}.png", frame)
+            write_rgb(root / "JPEGImages" / name / f"{stems[t]}.png", frame)
             if video.num_objects == 1:
                 folders = {1: root / "GroundTruth" / name}
             else:
@@ -329,7 +330,7 @@ def write_fbms(
     for position, (name, video) in enumerate(videos.items()):
         folder = root / split / name
         for t, frame in enumerate(video.frames):
-            write_frame(folder / f"{name}_{t + 1:0{digits}d}.jpg", frame)
+            write_rgb(folder / f"{name}_{t + 1:0{digits}d}.jpg", frame)
         levels = (0,) + FBMS_GREY_LEVELS[: video.num_objects]
         labelled = list(range(0, num_frames, label_step))
         extension = ".png" if position == 1 else ".pgm"

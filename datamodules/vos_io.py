@@ -10,7 +10,7 @@ several encodings across benchmark releases, and `read_label_png` accepts all of
 * mode ``RGB`` / ``RGBA``: grey images (R == G == B) are read as above; coloured images are mapped back through the
   DAVIS palette, and a colour outside it is an error.
 
-Frames are read with OpenCV and returned as RGB.
+Frames are read with `datamodules.image_io.read_rgb` (OpenCV, returned as RGB).
 
 Besides the pixel I/O this module holds what every VOS reader shares: `VideoSequence` (a lazily decoded video with
 sparse annotations), davis-interactive scribble JSON I/O and per-object boxes. It imports no torch, so metrics load
@@ -25,9 +25,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image
+
+from datamodules.image_io import read_rgb
 
 VOID_LABEL = 255
 
@@ -119,29 +120,6 @@ def write_label_png(path: str | Path, labels: np.ndarray) -> None:
     image.putpalette(davis_palette().reshape(-1).tolist())
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
-
-
-def read_frame(path: str | Path) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB frame decoded with OpenCV."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"frame {path} does not exist")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: OpenCV cannot decode this file as an image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def write_frame(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
-    """Write an (H, W, 3) uint8 RGB frame (JPEG/PNG/PGM by suffix); parent folders are created."""
-    path = Path(path)
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"{path}: expected an (H, W, 3) uint8 RGB array, got {rgb.shape} {rgb.dtype}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
-        raise ValueError(f"{path}: OpenCV could not write this file (unsupported suffix?)")
 
 
 def frame_size(path: str | Path) -> tuple[int, int]:
@@ -255,7 +233,7 @@ class VideoSequence:
         path = self.frame_paths[self._check_index(index)]
         if not path.is_file():
             raise FileNotFoundError(f"{self.name}: frame {path} is missing")
-        return read_frame(path)
+        return read_rgb(path)
 
     def frame_size(self, index: int = 0) -> tuple[int, int]:
         """(H, W) of frame `index`, read from the file header."""

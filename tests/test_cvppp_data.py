@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from datamodules.cvppp import CVPPPDataModule, CVPPPLeaves, split_names
-from datamodules.instance_io import InstanceDataError, read_label_png, read_rgb, write_label_png, write_rgb_png
+from datamodules.image_io import read_rgb, write_rgb
+from datamodules.instance_io import InstanceDataError, read_label_png, write_label_png
 from datamodules.synthetic_cvppp import write_cvppp_hdf5, write_synthetic_cvppp
 
 
@@ -69,7 +70,7 @@ def test_augmentation_keeps_image_and_labels_aligned(tmp_path):
     for leaf, (top, left) in enumerate([(150, 140), (150, 260), (280, 140), (280, 260)], start=1):
         labels[top: top + 100, left: left + 100] = leaf
     image = np.stack([labels * 50, np.full_like(labels, 30), 255 - labels * 50], axis=2)
-    write_rgb_png(tmp_path / "A1" / "plant001_rgb.png", image)
+    write_rgb(tmp_path / "A1" / "plant001_rgb.png", image)
     write_label_png(tmp_path / "A1" / "plant001_label.png", labels)
     dataset = CVPPPLeaves(tmp_path, "all", augment=True)
     torch.manual_seed(0)
@@ -103,7 +104,7 @@ def test_hdf5_without_h5py_names_the_fix(synthetic_root, tmp_path, monkeypatch):
 
 
 def _one_plant(folder, image, labels):
-    write_rgb_png(folder / "A1" / "plant001_rgb.png", image)
+    write_rgb(folder / "A1" / "plant001_rgb.png", image)
     write_label_png(folder / "A1" / "plant001_label.png", labels)
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.instance_io import InstanceDataError, read_label_png, read_rgb, write_label_png
+from datamodules.image_io import read_rgb
+from datamodules.instance_io import InstanceDataError, read_label_png, write_label_png
 from datamodules.kitti_instances import KITTIInstances, KITTIInstancesDataModule, read_split_ids
 from datamodules.synthetic_kitti import write_synthetic_kitti
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.vision import read_rgb
+from datamodules.image_io import read_rgb
 from zoo.vision.flow import DISSettings, FlowEstimator, RAFTSettings
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.vision import read_rgb
+from datamodules.image_io import read_rgb
 from zoo.vision.proposals import ProposalGenerator, ProposalSettings, crop_box
 
 SMALL = ProposalSettings(min_size=240, max_size=427, rpn_proposals=100, detections_per_img=20)

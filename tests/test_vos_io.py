@@ -1,13 +1,13 @@
-"""Label / frame I/O of `datamodules.vos_io` on real DAVIS files and on crafted bad inputs."""
+"""Label I/O of `datamodules.vos_io` and frame I/O of `datamodules.image_io` on real DAVIS files and on crafted bad inputs."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from datamodules.image_io import read_rgb
 from datamodules.vos_io import (
     boxes_from_mask,
     davis_palette,
-    read_frame,
     read_label_png,
     read_scribbles,
     write_label_png,
@@ -67,17 +67,17 @@ def test_bad_label_images_name_the_file(tmp_path):
 
 
 def test_frames(realdata, tmp_path):
-    frame = read_frame(realdata / "DAVIS" / "JPEGImages" / "480p" / "bear" / "00000.jpg")
+    frame = read_rgb(realdata / "DAVIS" / "JPEGImages" / "480p" / "bear" / "00000.jpg")
     assert frame.shape == (480, 854, 3) and frame.dtype == np.uint8
     red = np.zeros((4, 4, 3), np.uint8)
     red[..., 0] = 255
     Image.fromarray(red).save(tmp_path / "red.png")
-    assert read_frame(tmp_path / "red.png")[0, 0].tolist() == [255, 0, 0]  # RGB, not OpenCV's BGR
+    assert read_rgb(tmp_path / "red.png")[0, 0].tolist() == [255, 0, 0]  # RGB, not OpenCV's BGR
     with pytest.raises(FileNotFoundError, match="nope.jpg"):
-        read_frame(tmp_path / "nope.jpg")
+        read_rgb(tmp_path / "nope.jpg")
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8junk")
     with pytest.raises(ValueError, match="bad.jpg"):
-        read_frame(tmp_path / "bad.jpg")
+        read_rgb(tmp_path / "bad.jpg")
 
 
 def test_boxes_are_pixel_edge_coordinates():

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import torch
 
+from datamodules.image_io import read_rgb
 from zoo.paths import shared_dir
-from zoo.vision import read_rgb
 from zoo.vision.proposals import MODELS, ProposalGenerator, ProposalSettings
 
 

@@ -1,8 +1,9 @@
 """Vision substrate shared by the VOS methods: instance proposals (`zoo.vision.proposals`), optical flow
 (`zoo.vision.flow`) and their on-disk cache (`zoo.vision.cache`).
 
-This module holds the two helpers both need: reading a frame as RGB, and building a torchvision model with its
-pretrained weights when they can be had, else a seeded random init with a one-line warning saying how to get them.
+This module holds the two helpers both need: checking a frame is RGB (read them with `datamodules.image_io.read_rgb`),
+and building a torchvision model with its pretrained weights when they can be had, else a seeded random init with a
+one-line warning saying how to get them.
 """
 
 from __future__ import annotations
@@ -18,22 +19,12 @@ import numpy as np
 DEFAULT_WEIGHTS = "DEFAULT"
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image file as an (H, W, 3) uint8 RGB array."""
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"cannot read image {path}: missing or not an image OpenCV can decode")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def check_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(
             f"{name} must be an (H, W, 3) uint8 RGB array, got shape {image.shape} dtype {image.dtype} "
-            "(read frames with zoo.vision.read_rgb)"
+            "(read frames with datamodules.image_io.read_rgb)"
         )
     return image
 
