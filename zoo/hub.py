@@ -8,7 +8,9 @@ refused, by name, when loaded as another.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -75,7 +77,8 @@ def load_folder(folder: str | Path, *, expected_type: str | None = None, device:
     cls = model_class(found)
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder / 'model.safetensors'} is missing (the zoo loads safetensors only)")
-    model = cls.from_pretrained(str(folder), strict=True, map_location=device)
+    with contextlib.redirect_stdout(io.StringIO()):  # the mixin prints "Loading weights from local directory"
+        model = cls.from_pretrained(str(folder), strict=True, map_location=device)
     return model.to(device).eval()
 
 

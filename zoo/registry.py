@@ -83,15 +83,16 @@ def model_info(name: str) -> dict:
 def zoo_table() -> str:
     """A markdown table of the registry (the README's zoo table is generated from this)."""
     lines = [
-        "| model | method | benchmark | measured on | results | Hub repo | reproduce |",
-        "|---|---|---|---|---|---|---|",
+        "| model | method | benchmark | measured on | results | hardware | Hub repo | reproduce |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for entry in _entries().values():
         for result in entry.results or [{}]:
             metrics = ", ".join(f"{m.get('name', m['type'])} {m['value']:.4g}" for m in result.get("metrics", []))
+            measured_on = ", ".join(filter(None, [result.get("dataset_name"), result.get("dataset_split")]))
             lines.append(
-                f"| `{entry.name}` | {entry.method} | {entry.benchmark} | {result.get('data', '')} | {metrics} "
-                f"| `{entry.hub_repo}` | `{entry.recipe}` |"
+                f"| `{entry.name}` | {entry.method} | {entry.benchmark} | {measured_on} | {metrics} "
+                f"| {entry.hardware} | `{entry.hub_repo}` | `{entry.recipe}` |"
             )
     return "\n".join(lines)
 
