@@ -62,3 +62,43 @@ def write_rgb(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> Pa
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
         raise ValueError(f"{path}: OpenCV could not write this file (unsupported suffix?)")
     return path
+
+
+def open_label_image(path: str | os.PathLike, error: type[ValueError] = ValueError) -> tuple[str, np.ndarray]:
+    """The pixels of a label image and how to read them: ``("index", ids)`` for palette (``P``) and 1-bit images,
+    ``("grey", values)`` for ``L`` / ``LA`` / ``I`` / ``I;16`` / ``F`` images and for RGB(A) ones whose three channels
+    are equal, ``("colour", (H, W, 3) uint8)`` for other RGB(A) ones. Alpha channels are ignored.
+
+    A missing file is a FileNotFoundError, an undecodable file or an unsupported mode an `error` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            pixels = np.array(image)
+    except (OSError, ValueError) as decode_error:
+        raise error(f"{path}: cannot decode as an image ({decode_error})") from decode_error
+    if mode in ("P", "1"):
+        return "index", pixels
+    if mode in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
+        return "grey", pixels
+    if mode == "LA":
+        return "grey", pixels[..., 0]
+    if mode in ("RGB", "RGBA"):
+        rgb = pixels[..., :3]
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return "grey", rgb[..., 0]
+        return "colour", rgb
+    raise error(f"{path}: unsupported image mode {mode!r} for a label image; use a palette, greyscale or RGB PNG")
+
+
+def check_label_map(path: str | os.PathLike, labels, max_id: int) -> np.ndarray:
+    """`labels` as an array, checked to be an (H, W) map of ids in 0..max_id before it is written to `path`."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"{path}: labels must be a 2-D (H, W) array, got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > max_id):
+        raise ValueError(f"{path}: labels must lie in 0..{max_id}, got {labels.min()}..{labels.max()}")
+    return labels

@@ -2,7 +2,7 @@
 
 Label images come in three encodings, all read to an (H, W) int64 map with 0 = background:
 - palette ("P") PNGs, the CVPPP release: the palette index is the instance id;
-- 8- or 16-bit grayscale PNGs: the value is the id;
+- 8- or 16-bit grayscale PNGs (an alpha channel is ignored): the value is the id;
 - colour-coded RGB PNGs (Ren & Zemel's KITTI `gt/`): every distinct non-black colour is one instance, numbered
   1..K in the order of the packed colour value (R·2^16 + G·2^8 + B), the order of their `sep_labels.py`.
 """
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from datamodules.image_io import check_label_map, open_label_image
 
 MAX_INSTANCES = 255
 
@@ -37,51 +39,35 @@ def read_label_png(path, max_instances: int = MAX_INSTANCES) -> np.ndarray:
     non-zero values) and refused otherwise, since a 16-bit intensity or depth image saved by mistake would
     otherwise become thousands of one-pixel "instances"."""
     path = Path(path)
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, ValueError) as error:
-        raise InstanceDataError(f"{path}: cannot be read as a label image ({error})") from error
-    if image.mode in ("P", "L"):
-        return np.asarray(image).astype(np.int64)
-    if image.mode == "1":
-        return np.asarray(image).astype(np.int64)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        labels = np.asarray(image).astype(np.int64)
-        if labels.min() < 0:
-            raise InstanceDataError(f"{path}: negative values in a label image; ids must be 0 (background) or positive")
-        ids = np.unique(labels)
-        num_instances = int((ids != 0).sum())
-        if num_instances > max_instances:
-            raise InstanceDataError(
-                f"{path}: 16-bit label image with {num_instances} distinct non-zero values does not look like an "
-                f"instance label map (at most {max_instances} instances expected); save the labels with one id per "
-                "instance (0 = background), e.g. as an 8-bit palette or grayscale PNG"
-            )
-        return labels
-    if image.mode in ("RGB", "RGBA"):
-        rgb = np.asarray(image.convert("RGB"))
-        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-            return rgb[..., 0].astype(np.int64)  # a grayscale label map stored as RGB
-        labels = _colour_coded_to_ids(rgb)
+    kind, pixels = open_label_image(path, error=InstanceDataError)
+    # Unlike VOS labels, a colour is an instance code (not a palette entry) and ids may exceed 8 bits.
+    if kind == "colour":
+        labels = _colour_coded_to_ids(pixels)
         if labels.max() > max_instances:
             raise InstanceDataError(
                 f"{path}: colour-coded label image with {labels.max()} distinct colours does not look like an "
                 f"instance label map (at most {max_instances} instances expected); is this the RGB photograph?"
             )
         return labels
-    raise InstanceDataError(f"{path}: unsupported label image mode {image.mode!r}; use a palette, grayscale or RGB PNG")
+    labels = pixels.astype(np.int64)
+    if kind == "grey" and pixels.dtype != np.uint8:
+        if labels.min() < 0:
+            raise InstanceDataError(f"{path}: negative values in a label image; ids must be 0 (background) or positive")
+        num_instances = int((np.unique(labels) != 0).sum())
+        if num_instances > max_instances:
+            raise InstanceDataError(
+                f"{path}: 16-bit label image with {num_instances} distinct non-zero values does not look like an "
+                f"instance label map (at most {max_instances} instances expected); save the labels with one id per "
+                "instance (0 = background), e.g. as an 8-bit palette or grayscale PNG"
+            )
+    return labels
 
 
 def write_label_png(path, labels, palette: bool = False) -> Path:
     """Write an (H, W) map of ids ≥ 0 as an 8-bit PNG (a palette PNG when `palette`, like the CVPPP release),
     or as a 16-bit grayscale PNG when an id exceeds 255."""
     path = Path(path)
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"{path}: a label map must be (H, W), got shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 65535):
-        raise ValueError(f"{path}: label ids must lie in 0..65535")
+    labels = check_label_map(path, labels, max_id=65535)
     path.parent.mkdir(parents=True, exist_ok=True)
     if labels.size and labels.max() > 255:
         Image.fromarray(labels.astype(np.uint16)).save(path)

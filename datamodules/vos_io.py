@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from datamodules.image_io import read_rgb
+from datamodules.image_io import check_label_map, open_label_image, read_rgb
 
 VOID_LABEL = 255
 
@@ -86,36 +86,19 @@ def _colours_to_labels(rgb: np.ndarray, path: Path) -> np.ndarray:
 def read_label_png(path: str | Path) -> np.ndarray:
     """Object ids of a label image as an (H, W) uint8 array (0 background, 255 void); see the module docstring."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"label image {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            pixels = np.array(image)
-    except OSError as error:
-        raise ValueError(f"{path}: cannot decode as an image ({error})") from error
-    if mode in ("P", "1"):
+    kind, pixels = open_label_image(path)
+    # Unlike instance labels, VOS ids are 8-bit, a 0/255 grey mask is binary and colours follow the DAVIS palette.
+    if kind == "index":
         return pixels.astype(np.uint8)
-    if mode in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
+    if kind == "grey":
         return _grey_to_labels(pixels, path)
-    if mode == "LA":
-        return _grey_to_labels(pixels[..., 0], path)
-    if mode in ("RGB", "RGBA"):
-        rgb = pixels[..., :3]
-        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-            return _grey_to_labels(rgb[..., 0], path)
-        return _colours_to_labels(rgb, path)
-    raise ValueError(f"{path}: unsupported image mode {mode!r} for a label image; use a palette or greyscale PNG")
+    return _colours_to_labels(pixels, path)
 
 
 def write_label_png(path: str | Path, labels: np.ndarray) -> None:
     """Write (H, W) integer object ids in 0..255 as a DAVIS-palette (mode P) PNG; parent folders are created."""
     path = Path(path)
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"{path}: labels must be a 2-D (H, W) array, got shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(f"{path}: labels must lie in 0..255, got {labels.min()}..{labels.max()}")
+    labels = check_label_map(path, labels, max_id=255)
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     image.putpalette(davis_palette().reshape(-1).tolist())
     path.parent.mkdir(parents=True, exist_ok=True)
