@@ -36,7 +36,7 @@ Tasks (what `DAVIS(..., task=...)` checks and which annotations it reads):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import yaml
 
-from datamodules.vos_io import VideoSequence
+from datamodules.vos_io import SequenceCollection, VideoSequence
 
 TASKS = ("semi-supervised", "box", "unsupervised", "interactive")
 _FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -62,7 +62,7 @@ def _subfolders(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
-class DAVIS(Sequence[VideoSequence]):
+class DAVIS(SequenceCollection):
     """The sequences of one DAVIS split, each a lazily decoded `VideoSequence`; index by position or by name.
 
     `split=None` (or a root without ``ImageSets``) takes every sequence folder found. `sequences` restricts to the
@@ -220,22 +220,8 @@ class DAVIS(Sequence[VideoSequence]):
 
     # -- access ----------------------------------------------------------------------------------------------------
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._sequences)
-
-    def __len__(self) -> int:
-        return len(self._sequences)
-
-    def __getitem__(self, key: int | str) -> VideoSequence:
-        if isinstance(key, str):
-            if key not in self._sequences:
-                raise KeyError(f"no sequence {key!r} in {self.root} ({self.split or 'all'}); have {self.names}")
-            return self._sequences[key]
-        return list(self._sequences.values())[key]
-
-    def __iter__(self) -> Iterator[VideoSequence]:
-        return iter(self._sequences.values())
+    def _where(self) -> str:
+        return f"{self.root} ({self.split or 'all'})"
 
     def scribble(self, sequence: str, number: int = 1) -> dict:
         """The davis-interactive scribble dict of `sequence`; an unknown sequence is a KeyError naming the root."""

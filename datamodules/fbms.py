@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datamodules.vos_io import VideoSequence
+from datamodules.vos_io import SequenceCollection, VideoSequence
 
 SPLITS = {"train": "Trainingset", "test": "Testset", "Trainingset": "Trainingset", "Testset": "Testset"}
 _FRAME_NUMBER = re.compile(r"_(\d+)$")
@@ -101,7 +101,7 @@ def decode_regions(files: tuple[Path, ...], values: tuple[int, ...]) -> np.ndarr
     return labels
 
 
-class FBMS(Sequence[VideoSequence]):
+class FBMS(SequenceCollection):
     """The shots of one FBMS-59 split (``Trainingset`` / ``Testset``, or ``train`` / ``test``) as lazy sequences."""
 
     def __init__(self, root: str | Path, split: str = "Trainingset", sequences: Sequence[str] | None = None):
@@ -157,19 +157,5 @@ class FBMS(Sequence[VideoSequence]):
             metadata={"region_values": list(values)},
         )
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._sequences)
-
-    def __len__(self) -> int:
-        return len(self._sequences)
-
-    def __getitem__(self, key: int | str) -> VideoSequence:
-        if isinstance(key, str):
-            if key not in self._sequences:
-                raise KeyError(f"no sequence {key!r} in {self.split_root}; have {self.names}")
-            return self._sequences[key]
-        return list(self._sequences.values())[key]
-
-    def __iter__(self) -> Iterator[VideoSequence]:
-        return iter(self._sequences.values())
+    def _where(self) -> str:
+        return str(self.split_root)

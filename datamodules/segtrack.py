@@ -13,13 +13,13 @@ but not for others is an error naming the missing file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from datamodules.vos_io import VideoSequence
+from datamodules.vos_io import SequenceCollection, VideoSequence
 
 _IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
 
@@ -45,7 +45,7 @@ def merge_object_masks(files: tuple[Path, ...]) -> np.ndarray:
     return labels
 
 
-class SegTrackV2(Sequence[VideoSequence]):
+class SegTrackV2(SequenceCollection):
     """The SegTrack v2 sequences as lazy `VideoSequence`s (index by position or name)."""
 
     def __init__(self, root: str | Path, sequences: Sequence[str] | None = None):
@@ -106,19 +106,5 @@ class SegTrackV2(Sequence[VideoSequence]):
             annotation_dir=folders[0],
         )
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._sequences)
-
-    def __len__(self) -> int:
-        return len(self._sequences)
-
-    def __getitem__(self, key: int | str) -> VideoSequence:
-        if isinstance(key, str):
-            if key not in self._sequences:
-                raise KeyError(f"no sequence {key!r} in {self.root}; have {self.names}")
-            return self._sequences[key]
-        return list(self._sequences.values())[key]
-
-    def __iter__(self) -> Iterator[VideoSequence]:
-        return iter(self._sequences.values())
+    def _where(self) -> str:
+        return str(self.root)

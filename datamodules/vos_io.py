@@ -13,7 +13,7 @@ several encodings across benchmark releases, and `read_label_png` accepts all of
 Frames are read with `datamodules.image_io.read_rgb` (OpenCV, returned as RGB).
 
 Besides the pixel I/O this module holds what every VOS reader shares: `VideoSequence` (a lazily decoded video with
-sparse annotations), davis-interactive scribble JSON I/O and per-object boxes. It imports no torch, so metrics load
+sparse annotations), `SequenceCollection` (a benchmark split's sequences by position or name), davis-interactive scribble JSON I/O and per-object boxes. It imports no torch, so metrics load
 it cheaply; the Lightning wrapper lives in `datamodules.davis`.
 """
 
@@ -322,6 +322,38 @@ class VideoSequence:
                 f"{self.name}: no scribble file number {number} (available: {sorted(self.scribble_files)})"
             )
         return read_scribbles(self.scribble_files[number], sequence=self.name, num_frames=len(self))
+
+
+class SequenceCollection(Sequence[VideoSequence]):
+    """The sequences of one benchmark split, by position (in name order) or by name, and iterable.
+
+    Subclasses fill `self._sequences` (name -> `VideoSequence`) and say in `_where()` where they read it from, which
+    the KeyError of an unknown name quotes.
+    """
+
+    _sequences: dict[str, VideoSequence]
+    _kind = "sequence"
+
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._sequences)
+
+    def __len__(self) -> int:
+        return len(self._sequences)
+
+    def __getitem__(self, key: int | str) -> VideoSequence:
+        if isinstance(key, str):
+            if key not in self._sequences:
+                shown = ", ".join(self.names[:20]) + (f" and {len(self) - 20} more" if len(self) > 20 else "")
+                raise KeyError(f"no {self._kind} {key!r} in {self._where()}; have {shown or 'none'}")
+            return self._sequences[key]
+        return list(self._sequences.values())[key]
+
+    def __iter__(self) -> Iterator[VideoSequence]:
+        return iter(self._sequences.values())
 
 
 def read_scribbles(path: str | Path, sequence: str | None = None, num_frames: int | None = None) -> dict:

@@ -19,16 +19,16 @@ whose ids are not objects of the video in meta.json are errors naming the file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from datamodules.vos_io import VideoSequence
+from datamodules.vos_io import SequenceCollection, VideoSequence
 
 SPLITS = ("train", "valid", "test")
 
 
-class YouTubeVOS(Sequence[VideoSequence]):
+class YouTubeVOS(SequenceCollection):
     """The videos of one YouTube-VOS split as lazy `VideoSequence`s; index by position or name.
 
     `all_frames=True` reads frames from ``<split>_all_frames/JPEGImages`` (annotations stay on the sparse frames).
@@ -61,7 +61,7 @@ class YouTubeVOS(Sequence[VideoSequence]):
         unknown = [name for name in names if name not in self.meta]
         if unknown:
             raise KeyError(f"videos {unknown[:5]} are not in {meta_path}")
-        self._videos = {name: self._build(name, meta_path) for name in names}
+        self._sequences = {name: self._build(name, meta_path) for name in names}
 
     def _build(self, name: str, meta_path: Path) -> VideoSequence:
         frame_dir = self.frames_root / name
@@ -107,22 +107,10 @@ class YouTubeVOS(Sequence[VideoSequence]):
             metadata={"categories": categories, "year": self.year},
         )
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._videos)
+    _kind = 'video'
 
-    def __len__(self) -> int:
-        return len(self._videos)
-
-    def __getitem__(self, key: int | str) -> VideoSequence:
-        if isinstance(key, str):
-            if key not in self._videos:
-                raise KeyError(f"no video {key!r} in {self.root / self.split}")
-            return self._videos[key]
-        return list(self._videos.values())[key]
-
-    def __iter__(self) -> Iterator[VideoSequence]:
-        return iter(self._videos.values())
+    def _where(self) -> str:
+        return str(self.root / self.split)
 
 
 def youtube_vos_datamodule(root: str | Path, year: int = 2019, **loader_options: Any):
