@@ -73,3 +73,21 @@ def pairwise_dice(pred_masks, gt_masks):
     """(P, G) float64 matrix of Dice = 2|A∩B| / (|A| + |B|) between every predicted and every ground-truth mask."""
     intersection, pred_size, gt_size = _overlaps(pred_masks, gt_masks)
     return _safe_ratio(2 * intersection, pred_size + gt_size)
+
+
+def label_map_pair(pred_labels, gt_labels) -> tuple[np.ndarray, np.ndarray]:
+    """A predicted and a ground-truth (H, W) label map (numpy or torch) as int64 numpy arrays of one size."""
+    pred = _as_label_map(pred_labels, "the predicted labels")
+    gt = _as_label_map(gt_labels, "the ground-truth labels")
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
+    return pred, gt
+
+
+def _as_label_map(labels, what: str) -> np.ndarray:
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"{what} must be an (H, W) label map, got shape {labels.shape}")
+    return labels.astype(np.int64)

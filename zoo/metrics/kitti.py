@@ -16,22 +16,12 @@ to about 1e-7.
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torchmetrics import Metric
 
-from zoo.metrics.instances import instance_masks, pairwise_dice, pairwise_iou
+from zoo.metrics.instances import instance_masks, label_map_pair, pairwise_dice, pairwise_iou
+from zoo.metrics.per_image import PerImageMeans
 
 SCORE_KEYS = ("MWCov", "MUCov", "FP", "FN", "SBD", "absDiC")
 DATASET_KEYS = {"MWCov": "MWCov", "MUCov": "MUCov", "AvgFP": "FP", "AvgFN": "FN", "SBD": "SBD", "AvgAbsDiC": "absDiC"}
-
-
-def _as_label_array(labels, what: str) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"{what} must be an (H, W) label map, got shape {labels.shape}")
-    return labels.astype(np.int64)
 
 
 def _slot_best_dice(dice: np.ndarray, num_slots: int) -> float:
@@ -45,10 +35,7 @@ def _slot_best_dice(dice: np.ndarray, num_slots: int) -> float:
 
 def kitti_scores(pred_labels, gt_labels) -> dict:
     """Scores of one image: MWCov, MUCov, FP, FN, SBD, absDiC, plus num_pred, num_gt and the (P, G) IoU matrix."""
-    pred = _as_label_array(pred_labels, "the predicted labels")
-    gt = _as_label_array(gt_labels, "the ground-truth labels")
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
+    pred, gt = label_map_pair(pred_labels, gt_labels)
     _, pred_masks = instance_masks(pred)
     _, gt_masks = instance_masks(gt)
     num_pred, num_gt = len(pred_masks), len(gt_masks)
@@ -70,37 +57,13 @@ def kitti_scores(pred_labels, gt_labels) -> dict:
     }
 
 
-class KITTIInstanceMetrics(Metric):
+class KITTIInstanceMetrics(PerImageMeans):
     """Dataset means of the KITTI scores. `update(pred_labels, gt_labels)` takes (H, W) label maps or (B, H, W)
     batches; `compute()` returns {MWCov, MUCov, AvgFP, AvgFN, SBD, AvgAbsDiC} as float64 tensors; `per_image()`
     the per-image values (MWCov, MUCov, FP, FN, SBD, absDiC) in order."""
 
-    is_differentiable = False
-    full_state_update = False
+    score_keys = SCORE_KEYS
+    dataset_keys = DATASET_KEYS
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        for key in SCORE_KEYS:
-            self.add_state(key, default=[], dist_reduce_fx="cat")
-
-    def update(self, pred_labels, gt_labels) -> None:
-        if pred_labels.ndim == 3:
-            for pred, gt in zip(pred_labels, gt_labels, strict=True):
-                self.update(pred, gt)
-            return
-        scores = kitti_scores(pred_labels, gt_labels)
-        for key in SCORE_KEYS:
-            getattr(self, key).append(torch.tensor([scores[key]], dtype=torch.float64, device=self.device))
-
-    def _values(self, key: str) -> torch.Tensor:
-        values = getattr(self, key)
-        if isinstance(values, torch.Tensor):
-            return values
-        return torch.cat(values) if values else torch.zeros(0, dtype=torch.float64, device=self.device)
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        return {name: self._values(key).mean() for name, key in DATASET_KEYS.items()}
-
-    def per_image(self) -> list[dict[str, float]]:
-        columns = {key: self._values(key).tolist() for key in SCORE_KEYS}
-        return [dict(zip(SCORE_KEYS, row)) for row in zip(*columns.values())]
+    def score_image(self, pred_labels, gt_labels) -> dict:
+        return kitti_scores(pred_labels, gt_labels)
