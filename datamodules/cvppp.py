@@ -28,12 +28,12 @@ import warnings
 from pathlib import Path
 
 import cv2
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.image_io import read_rgb
+from datamodules.instance_datamodule import InstanceDataModule
 from datamodules.instance_io import InstanceDataError, read_label_png, relabel_consecutive
 
 CROP_SIZE = 224
@@ -219,38 +219,19 @@ class CVPPPLeaves(Dataset):
         return item
 
 
-class CVPPPDataModule(L.LightningDataModule):
+class CVPPPDataModule(InstanceDataModule):
     """Train / val / test loaders over `CVPPPLeaves`. `train_split` "ablation-train" (paper §6.1) or "all" (§6.2);
     validation always uses "ablation-val" (with "all" it overlaps training: a sanity check, not a measurement)."""
 
     def __init__(self, data_dir, train_split: str = "ablation-train", val_split: str = "ablation-val",
                  batch_size: int = 4, num_workers: int = 0, augment: bool = True, seed: int = 0):
-        super().__init__()
+        super().__init__(data_dir)
         self.save_hyperparameters()
-        self.data_dir = Path(data_dir)
-        self.train_set = self.val_set = self.test_set = None
 
-    def setup(self, stage: str | None = None):
+    def make_dataset(self, role: str) -> CVPPPLeaves:
         hp = self.hparams
-        if stage in (None, "fit"):
-            self.train_set = CVPPPLeaves(self.data_dir, hp.train_split, augment=hp.augment, seed=hp.seed)
-        if stage in (None, "fit", "validate"):
-            self.val_set = CVPPPLeaves(self.data_dir, hp.val_split, augment=False, seed=hp.seed)
-        if stage in (None, "test", "predict"):
-            self.test_set = CVPPPLeaves(self.data_dir, "test")
-
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
-
-    def train_dataloader(self):
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader(self.test_set, shuffle=False)
-
-    def predict_dataloader(self):
-        return self._loader(self.test_set, shuffle=False)
+        if role == "train":
+            return CVPPPLeaves(self.data_dir, hp.train_split, augment=hp.augment, seed=hp.seed)
+        if role == "val":
+            return CVPPPLeaves(self.data_dir, hp.val_split, augment=False, seed=hp.seed)
+        return CVPPPLeaves(self.data_dir, "test")

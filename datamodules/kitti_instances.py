@@ -23,12 +23,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.image_io import read_rgb
+from datamodules.instance_datamodule import InstanceDataModule
 from datamodules.instance_io import InstanceDataError, read_label_png, relabel_consecutive
 
 CROP_HEIGHT, CROP_WIDTH = 256, 768
@@ -124,35 +124,14 @@ class KITTIInstances(Dataset):
         }
 
 
-class KITTIInstancesDataModule(L.LightningDataModule):
+class KITTIInstancesDataModule(InstanceDataModule):
     """Loaders over `KITTIInstances`: train (augmented when `augment`), val = valid_man, test = test_man."""
 
     def __init__(self, data_dir, batch_size: int = 4, num_workers: int = 0, augment: bool = True):
-        super().__init__()
+        super().__init__(data_dir)
         self.save_hyperparameters()
-        self.data_dir = Path(data_dir)
-        self.train_set = self.val_set = self.test_set = None
 
-    def setup(self, stage: str | None = None):
-        if stage in (None, "fit"):
-            self.train_set = KITTIInstances(self.data_dir, "train", augment=self.hparams.augment)
-        if stage in (None, "fit", "validate"):
-            self.val_set = KITTIInstances(self.data_dir, "val")
-        if stage in (None, "test", "predict"):
-            self.test_set = KITTIInstances(self.data_dir, "test")
-
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
-
-    def train_dataloader(self):
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader(self.test_set, shuffle=False)
-
-    def predict_dataloader(self):
-        return self._loader(self.test_set, shuffle=False)
+    def make_dataset(self, role: str) -> KITTIInstances:
+        if role == "train":
+            return KITTIInstances(self.data_dir, "train", augment=self.hparams.augment)
+        return KITTIInstances(self.data_dir, role)
