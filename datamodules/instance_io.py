@@ -9,6 +9,7 @@ Label images come in three encodings, all read to an (H, W) int64 map with 0 = b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,15 @@ def paired_label_files(gt_dir, pred_dir, missing_as_empty: bool = False) -> list
             "name (or pass --missing-as-empty to score them as empty predictions)"
         )
     return pairs
+
+
+def paired_label_maps(gt_dir, pred_dir, missing_as_empty: bool = False) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, predicted ids, ground-truth ids) for the files of `paired_label_files`, a missing prediction being all
+    background; a prediction of another size than its ground truth is an error naming both files."""
+    for name, gt_file, pred_file in paired_label_files(gt_dir, pred_dir, missing_as_empty):
+        gt = read_label_png(gt_file)
+        pred = np.zeros_like(gt) if pred_file is None else read_label_png(pred_file)
+        if pred.shape != gt.shape:
+            raise InstanceDataError(f"{pred_file}: {pred.shape[1]}×{pred.shape[0]} but its ground truth {gt_file} is "
+                                    f"{gt.shape[1]}×{gt.shape[0]}; predict at the ground truth's size")
+        yield name, pred, gt

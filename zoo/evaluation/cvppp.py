@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.instance_io import InstanceDataError, paired_label_files, read_label_png
+from datamodules.instance_io import paired_label_maps
 from zoo.metrics.cvppp import SCORE_KEYS, cvppp_scores
 
 
@@ -26,12 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def evaluate_folders(gt_dir, pred_dir, missing_as_empty: bool = False) -> dict:
     per_image = {}
-    for name, gt_file, pred_file in paired_label_files(gt_dir, pred_dir, missing_as_empty):
-        gt = read_label_png(gt_file)
-        pred = np.zeros_like(gt) if pred_file is None else read_label_png(pred_file)
-        if pred.shape != gt.shape:
-            raise InstanceDataError(f"{pred_file}: {pred.shape[1]}×{pred.shape[0]} but its ground truth {gt_file} is "
-                                    f"{gt.shape[1]}×{gt.shape[0]}; predict at the ground truth's size")
+    for name, pred, gt in paired_label_maps(gt_dir, pred_dir, missing_as_empty):
         per_image[name] = cvppp_scores(pred, gt)
     columns = {key: np.array([scores[key] for scores in per_image.values()], dtype=np.float64) for key in SCORE_KEYS}
     results = {key: float(values.mean()) for key, values in columns.items()}
