@@ -42,12 +42,17 @@ def main(argv: list[str] | None = None) -> dict:
     if getattr(args, "_missing", False):
         parser.error(f"the '{args.benchmark}' evaluation is not part of this version of the zoo")
     results = importlib.import_module(args._module).run(args)
+    print_results(results, args.json)
+    return results
+
+
+def print_results(results: dict, json_path: Path | None = None) -> None:
+    """Print `results` as JSON and, given `json_path`, write them there too (parent folders are created)."""
     text = json.dumps(results, indent=2, default=float)
     print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    return results
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
 
 
 if __name__ == "__main__":

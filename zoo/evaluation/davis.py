@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import multiprocessing
 import os
 import struct
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.vos_io import read_label_png
+from zoo.evaluate import print_results
 from zoo.metrics.davis import GLOBAL_KEYS, TASKS, SequenceResult, evaluate_sequence, summarize
 
 ANNOTATION_FOLDERS = {"semi-supervised": "Annotations", "unsupervised": "Annotations_unsupervised"}
@@ -215,18 +215,14 @@ def write_official_csvs(results: dict, results_dir: Path, image_set: str = "val"
 def main(argv: list[str] | None = None) -> dict:
     """Standalone entry (`python -m zoo.evaluation.davis ...`), same options as `python -m zoo.evaluate davis`.
 
-    It skips the dispatcher, which imports every benchmark's plug-in (some pull in torch, seconds of start-up).
+    It skips the dispatcher; `recipes.benchmarks.davis_metrics` times both entries to show what that costs.
     """
     parser = argparse.ArgumentParser(prog="python -m zoo.evaluation.davis", description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     add_arguments(parser)
     args = parser.parse_args(argv)
     results = run(args)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    print_results(results, args.json)
     return results
 
 
