@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -55,6 +56,18 @@ def _time_frames(process, frames: list[np.ndarray]) -> float:
     return time.perf_counter() - start
 
 
+def timed_cache_reads(model, read_back: Callable[[], None], cache_dir) -> tuple[float, int]:
+    """Seconds `read_back()` takes to read every output of `model` back from its cache in `cache_dir`, and the bytes
+    of that cache; reads that run the model are an error (the benchmark's cache keys would be wrong)."""
+    calls = model.model_calls
+    start = time.perf_counter()
+    read_back()
+    seconds = time.perf_counter() - start
+    if model.model_calls != calls:
+        raise RuntimeError("cache reads ran the model: the benchmark's cache keys are wrong")
+    return seconds, sum(path.stat().st_size for path in Path(cache_dir).rglob("*.npz"))
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,13 +86,12 @@ def run(args: argparse.Namespace) -> dict:
             key = generator.cache_key(None)
             for index, proposals in enumerate(outputs):
                 generator.cache.put("proposals", "benchmark", index, key, proposals.as_arrays())
-            calls = generator.model_calls
-            cached_seconds = _time_frames(
-                lambda index, frame: generator(frame, video="benchmark", frame=index), frames[1:]
-            )
-            if generator.model_calls != calls:
-                raise RuntimeError("cache reads ran the model: the benchmark's cache keys are wrong")
-            cache_bytes = sum(path.stat().st_size for path in Path(cache_dir).rglob("*.npz"))
+
+            def read_back():
+                for index, frame in enumerate(frames[1:]):
+                    generator(frame, video="benchmark", frame=index)
+
+            cached_seconds, cache_bytes = timed_cache_reads(generator, read_back, cache_dir)
         results[model] = {
             "frames_per_s": args.frames / seconds,
             "s_per_frame": seconds / args.frames,
