@@ -22,3 +22,15 @@ def golden(shared) -> Path:
 @pytest.fixture(scope="session")
 def realdata(shared) -> Path:
     return shared / "realdata"
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """torch on one thread for the module's tests (the machine is shared), restored afterwards; use it with
+    `pytestmark = pytest.mark.usefixtures("torch_one_thread")`."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

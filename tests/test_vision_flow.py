@@ -3,18 +3,12 @@
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from datamodules.image_io import read_rgb
 from zoo.vision.flow import DISSettings, FlowEstimator, RAFTSettings
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

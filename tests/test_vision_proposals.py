@@ -11,12 +11,7 @@ from zoo.vision.proposals import ProposalGenerator, ProposalSettings, crop_box
 SMALL = ProposalSettings(min_size=240, max_size=427, rpn_proposals=100, detections_per_img=20)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
