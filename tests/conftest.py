@@ -34,3 +34,21 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def golden_label_pairs(golden):
+    """`load(benchmark)` -> (the benchmark's section of golden/expected.json, {name: (pred, gt) instance id maps})
+    for the golden "cvppp" / "kitti" folders, whose label PNGs lie in `pred/` and `gt/` under the same names."""
+    import json
+
+    from datamodules.instance_io import read_label_png
+
+    def load(benchmark: str):
+        expected = json.loads((golden / "expected.json").read_text())[benchmark]
+        folder = golden / benchmark
+        images = {name: (read_label_png(folder / "pred" / f"{name}.png"), read_label_png(folder / "gt" / f"{name}.png"))
+                  for name in expected["per_image"]}
+        return expected, images
+
+    return load

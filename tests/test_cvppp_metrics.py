@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.instance_io import read_label_png, write_label_png
+from datamodules.instance_io import write_label_png
 from zoo.evaluate import main as evaluate_main
 from zoo.metrics.cvppp import CVPPPMetrics, cvppp_scores
 
@@ -12,12 +12,8 @@ GOLDEN_KEYS = ("SBD", "BestDice_pred_gt", "BestDice_gt_pred", "FBD", "DiC", "abs
 
 
 @pytest.fixture(scope="module")
-def golden_cvppp(golden):
-    expected = json.loads((golden / "expected.json").read_text())["cvppp"]
-    folder = golden / "cvppp"
-    images = {name: (read_label_png(folder / "pred" / f"{name}.png"), read_label_png(folder / "gt" / f"{name}.png"))
-              for name in expected["per_image"]}
-    return expected, images
+def golden_cvppp(golden_label_pairs):
+    return golden_label_pairs("cvppp")
 
 
 def test_per_image_scores_equal_the_official_script(golden_cvppp):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.instance_io import read_label_png
 from zoo.evaluate import main as evaluate_main
 from zoo.metrics.kitti import KITTIInstanceMetrics, kitti_scores
 
@@ -14,12 +13,8 @@ DATASET_KEYS = ("MWCov", "MUCov", "AvgFP", "AvgFN", "SBD", "AvgAbsDiC")
 
 
 @pytest.fixture(scope="module")
-def golden_kitti(golden):
-    expected = json.loads((golden / "expected.json").read_text())["kitti"]
-    folder = golden / "kitti"
-    images = {name: (read_label_png(folder / "pred" / f"{name}.png"), read_label_png(folder / "gt" / f"{name}.png"))
-              for name in expected["per_image"]}
-    return expected, images
+def golden_kitti(golden_label_pairs):
+    return golden_label_pairs("kitti")
 
 
 def test_per_image_values_and_iou_matrices_equal_rec_attend(golden_kitti):
