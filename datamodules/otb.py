@@ -24,8 +24,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from datamodules.image_io import read_rgb
 
 GROUNDTRUTH_FILE = "groundtruth_rect.txt"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -109,13 +110,6 @@ class OTBSequence:
         """(height, width) of the first frame."""
         height, width = self.read_frame(0).shape[:2]
         return height, width
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"cannot read image {path}: the file is missing, truncated or not an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_groundtruth(path: str | Path) -> np.ndarray:

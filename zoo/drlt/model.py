@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from datamodules.image_io import read_rgb
 from zoo.drlt.env import normalized_to_otb, otb_to_normalized
 from zoo.drlt.networks import FrozenBackbone, RecurrentTracker, as_location
 from zoo.hub import ZooModel
@@ -27,10 +27,7 @@ Frame = np.ndarray | str | Path
 def read_frame(frame: Frame, index: int) -> np.ndarray:
     """An H×W×3 uint8 RGB frame from an array or an image path, with an error that names the culprit."""
     if isinstance(frame, (str, Path)):
-        image = cv2.imread(str(frame), cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"frame {index}: cannot read image file {frame}")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return read_rgb(frame)
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(
