@@ -43,6 +43,9 @@ class Schedule:
     init_epochs: int
     train_epochs: int
     batch_size: int
+    preproc_lr: float = 1e-3
+    cvae_lr: float = 2e-4
+    cvae_lambda_kl: float = 1.0
     lr: float = 5e-4
     beta_kl: float = 1e-4
     critic_warmup: int = 1024
@@ -118,15 +121,14 @@ def main(benchmark: Benchmark, argv: list[str] | None = None) -> dict:
     timings = {}
 
     def source(stage: str) -> Path:
-        base = args.pretrained_run if args.pretrained_run is not None and stage != "train" else run_dir
-        return base / "checkpoints" / stage / "last.ckpt"
+        return source_of(args, run_dir, stage)
 
     for stage in stages:
         start = time.perf_counter()
         if stage == "preproc":
-            fit(PreprocessingModule(config.to_dict()), datamodule, run_dir, stage, epochs(schedule.preproc_epochs))
+            fit(PreprocessingModule(config.to_dict(), lr=schedule.preproc_lr), datamodule, run_dir, stage, epochs(schedule.preproc_epochs))
         elif stage == "cvae":
-            module = CVAEModule(config.to_dict())
+            module = CVAEModule(config.to_dict(), lr=schedule.cvae_lr, lambda_kl=schedule.cvae_lambda_kl)
             module.preproc.load_state_dict(load(PreprocessingModule, source("preproc")).net.state_dict())
             fit(module, datamodule, run_dir, stage, epochs(schedule.cvae_epochs))
         elif stage == "init":
@@ -155,6 +157,12 @@ def main(benchmark: Benchmark, argv: list[str] | None = None) -> dict:
         previous = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
         timings_file.write_text(json.dumps({**previous, **timings}, indent=2))
     return {"timings_s": timings}
+
+
+def source_of(args, run_dir: Path, stage: str) -> Path:
+    """The checkpoint a later stage starts from: this run's, or --pretrained-run's for the shared stages."""
+    base = args.pretrained_run if args.pretrained_run is not None and stage != "train" else run_dir
+    return base / "checkpoints" / stage / "last.ckpt"
 
 
 def load(module_class, path: Path):
@@ -191,10 +199,14 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
     start = time.perf_counter()
     summary, rows, examples = benchmark.evaluate(segmenter, dataset)
     eval_seconds = time.perf_counter() - start
+    # the same evaluation of the actor before the last stage: what the `train` stage added
+    before = load(ActorCriticModule, source_of(args, run_dir, "init")).to_segmenter()
+    summary_before, _, _ = benchmark.evaluate(before, dataset, examples=0)
     write_per_image(run_dir / "per_image.csv", rows)
     draw_prediction_order(run_dir / "prediction_order.png", examples, f"{benchmark.name} ({args.ablation})")
     segmenter.save_pretrained(run_dir / "model")
-    metrics = {"ablation": args.ablation, "split": benchmark.val_split_name, "images": len(rows), **summary}
+    metrics = {"ablation": args.ablation, "split": benchmark.val_split_name, "images": len(rows), **summary,
+               "before_train_stage": summary_before}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     data = (f"{benchmark.synthetic_description} written by the recipe (seed 0) to {data_dir}"
             if synthetic else str(data_dir))
@@ -222,7 +234,11 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
             ],
         }],
         "paper_results": benchmark.paper_results,
-        "notes": notes(benchmark, args, synthetic, module),
+        "notes": notes(benchmark, args, synthetic, module) + [
+            f"Measured in the same evaluation before the '{args.ablation}' stage (the actor of the length-1 BCE "
+            "init stage): " + ", ".join(
+                f"{name} {summary_before[key]:.4g}" for key, (_, name) in benchmark.metric_names.items()) + "."
+        ],
         "timings_s": {**timings, "eval": round(eval_seconds, 1)},
         "ablation": args.ablation,
         "config": module.config.to_dict(),

@@ -20,18 +20,20 @@ SYNTHETIC_IMAGES = 48
 EMBEDDED_CONFIG = ACISConfig(
     height=64, width=192, latent_size=64,
     preproc_widths=[12, 16, 24, 32, 32], preproc_fc=64,
-    encoder_widths=[12, 16, 24, 32, 48], bottleneck=128, rnn_size=128, rnn_layers=2, feature_size=128,
-    latent_channels=16, decoder_widths=[32, 24, 16, 12, 8],
-    critic_widths=[12, 16, 24, 32, 48], critic_fc=[256, 128, 64], control_size=64,
+    encoder_widths=[16, 24, 32, 48], bottleneck=128, rnn_size=128, rnn_layers=2, feature_size=128,
+    latent_channels=16, decoder_widths=[32, 24, 16, 8],
+    critic_widths=[16, 24, 32, 48], critic_fc=[256, 128, 64], control_size=64,
+    batch_norm=True,
 )
 
 # the authors' KITTI scripts follow the CVPPP ones with maxLength 16 at inference
 PAPER_SCHEDULE = Schedule(preproc_epochs=100, cvae_epochs=200, init_epochs=100, train_epochs=1000, batch_size=8)
 
 EMBEDDED_SCHEDULE = Schedule(
-    preproc_epochs=30, cvae_epochs=50, init_epochs=30, train_epochs=40, batch_size=8,
-    lr=5e-4, beta_kl=1e-4, critic_warmup=30, critic_iter=2,
-    curriculum=[[0, 5], [100, 8]], bl_curriculum=[[0, 5], [100, 8]],
+    preproc_epochs=25, cvae_epochs=60, init_epochs=25, train_epochs=40, batch_size=8,
+    preproc_lr=3e-3, cvae_lr=3e-3, cvae_lambda_kl=0.1,
+    lr=5e-4, beta_kl=1e-4, critic_warmup=30, critic_iter=1,
+    curriculum=[[0, 5], [120, 10]], bl_curriculum=[[0, 5], [120, 10]],
 )
 
 

@@ -48,7 +48,7 @@ class ACISSegmenter(ZooModel):
     def predict_masks(self, image: torch.Tensor, max_steps: int | None = None) -> torch.Tensor:
         """image (1,3,h,w) at the config size in [0,1] -> mask probabilities (T,h,w), T <= max_steps."""
         aux = self.preproc.channels(image)
-        pyramid = state_pyramid(image, aux)
+        pyramid = state_pyramid(image, aux, self.config.levels)
         accumulated = torch.zeros_like(image[:, :1])
         hidden, masks = None, []
         for _ in range(self.max_steps if max_steps is None else max_steps):
@@ -67,8 +67,8 @@ class ACISSegmenter(ZooModel):
 
         The image is resized to the network size (the paper trains on 224 x 224 crops of CVPPP images
         downscaled by 2); the mask probabilities are resized back, binarised at `mask_threshold`, and
-        each pixel goes to the most probable mask. Masks left empty are dropped and the remaining ids
-        are consecutive (CVPPP's DiC assumes consecutive labels).
+        each pixel goes to the first mask that covers it. Masks left empty are dropped and the remaining
+        ids are consecutive (CVPPP's DiC assumes consecutive labels).
         """
         image = validate_rgb(image)
         height, width = image.shape[:2]
@@ -84,21 +84,19 @@ class ACISSegmenter(ZooModel):
 
 
 def labels_from_masks(probabilities: np.ndarray, size: tuple[int, int], threshold: float) -> tuple[np.ndarray, list[int]]:
-    """(T,h,w) mask probabilities -> (H x W labels, order). Each pixel takes the most probable mask among
-    those above `threshold`; masks that end up empty are dropped; ids are 1..K in prediction order."""
+    """(T,h,w) mask probabilities -> (H x W labels, order). Masks are resized to `size` and binarised at
+    `threshold`; a pixel belongs to the first mask that covers it, as the accumulated state M_t marks it
+    as taken once predicted; masks left with no pixel of their own are dropped; ids are 1..K in
+    prediction order."""
     height, width = size
     labels = np.zeros((height, width), dtype=np.int32)
-    if len(probabilities) == 0:
-        return labels, []
-    resized = np.stack([cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR) for p in probabilities])
-    best = resized.argmax(axis=0)
-    covered = resized.max(axis=0) > threshold
-    order = []
-    for index in range(len(resized)):
-        pixels = covered & (best == index)
-        if pixels.any():
+    order: list[int] = []
+    for probability in probabilities:
+        mask = cv2.resize(probability, (width, height), interpolation=cv2.INTER_LINEAR) > threshold
+        mask &= labels == 0
+        if mask.any():
             order.append(len(order) + 1)
-            labels[pixels] = order[-1]
+            labels[mask] = order[-1]
     return labels, order
 
 

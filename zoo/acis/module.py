@@ -124,7 +124,7 @@ class CVAEModule(_RNGCheckpointMixin, pl.LightningModule):
             for masks in gts
         ]).float()[:, None]
         posterior = self.encoder(image, targets, aux)
-        logits = self.decoder(posterior.rsample(), state_pyramid(image, aux))
+        logits = self.decoder(posterior.rsample(), state_pyramid(image, aux, self.config.levels))
         reconstruction = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).sum(1).mean()
         kl = kl_divergence(posterior, Normal(0.0, 1.0)).sum(-1).mean()
         loss = reconstruction + self.hparams.lambda_kl * kl
@@ -230,7 +230,7 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         counts = torch.tensor([len(masks) for masks in gts], device=image.device)
         with torch.no_grad():
             aux = self.preproc.channels(image)
-            pyramid = state_pyramid(image, aux)
+            pyramid = state_pyramid(image, aux, self.config.levels)
         steps = min(self.sequence_length(), int(counts.max()) + 1)  # + 1: the stop decision is trained too
         if self.is_actor_critic:
             logs = self.actor_critic_update(image, aux, pyramid, gts, counts, steps)

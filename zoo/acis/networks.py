@@ -15,7 +15,7 @@ from torch.distributions import Normal
 
 ANGLE_BINS = 8
 PYRAMID_CHANNELS = 3 + ANGLE_BINS + 1  # image, angle softmax, foreground
-DOWNSAMPLINGS = 5  # encoder, decoder and critic all work at input / 2^5
+PREPROC_BLOCKS = 5  # FCN-8s: five pooling blocks, scores fused from pool5, pool4 and pool3
 
 
 @dataclass
@@ -36,18 +36,26 @@ class ACISConfig:
     critic_fc: list[int] = field(default_factory=lambda: [1024, 1024, 512])
     control_size: int = 256
     state_pyramid: bool = True  # False = the NoSP ablation
+    batch_norm: bool = False  # not in the paper; lets the CPU-sized nets learn in minutes
 
     def __post_init__(self):
-        step = 2**DOWNSAMPLINGS
+        step = 2 ** max(self.levels, PREPROC_BLOCKS)
         if self.height % step or self.width % step:
             raise ValueError(f"height and width must be multiples of {step}, got {self.height}x{self.width}")
-        for name in ("preproc_widths", "encoder_widths", "decoder_widths", "critic_widths"):
-            if len(getattr(self, name)) != DOWNSAMPLINGS:
-                raise ValueError(f"{name} needs {DOWNSAMPLINGS} entries, got {getattr(self, name)}")
+        if len(self.preproc_widths) != PREPROC_BLOCKS:
+            raise ValueError(f"preproc_widths needs {PREPROC_BLOCKS} entries, got {self.preproc_widths}")
+        for name in ("decoder_widths", "critic_widths"):
+            if len(getattr(self, name)) != self.levels:
+                raise ValueError(f"{name} needs as many entries as encoder_widths ({self.levels}), got {getattr(self, name)}")
+
+    @property
+    def levels(self) -> int:
+        """Halvings between the input and the bottleneck grid (paper: 5, 224 -> 7 x 7)."""
+        return len(self.encoder_widths)
 
     @property
     def bottom(self) -> tuple[int, int]:
-        return self.height // 2**DOWNSAMPLINGS, self.width // 2**DOWNSAMPLINGS
+        return self.height // 2**self.levels, self.width // 2**self.levels
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,11 +74,12 @@ class ACISConfig:
         return cls(height=256, width=768, latent_size=64, feature_size=512)
 
 
-def conv_trunk(in_channels: int, widths: list[int], activation=nn.ReLU) -> nn.Sequential:
-    """conv3x3 + activation + maxpool per width: H x W -> H/32 x W/32."""
+def conv_trunk(in_channels: int, widths: list[int], batch_norm: bool = False) -> nn.Sequential:
+    """conv3x3 (+ BatchNorm) + ReLU + maxpool per width: H x W -> H / 2^len(widths)."""
     layers, channels = [], in_channels
     for width in widths:
-        layers += [nn.Conv2d(channels, width, 3, padding=1), activation(), nn.MaxPool2d(2)]
+        norm = [nn.BatchNorm2d(width)] if batch_norm else []
+        layers += [nn.Conv2d(channels, width, 3, padding=1), *norm, nn.ReLU(), nn.MaxPool2d(2)]
         channels = width
     return nn.Sequential(*layers)
 
@@ -89,7 +98,8 @@ class PreprocessingNet(nn.Module):
         self.blocks = nn.ModuleList()
         channels = 3
         for width in w:
-            self.blocks.append(nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)))
+            norm = [nn.BatchNorm2d(width)] if config.batch_norm else []
+            self.blocks.append(nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), *norm, nn.ReLU(), nn.MaxPool2d(2)))
             channels = width
         self.fc = nn.Sequential(
             nn.Conv2d(w[4], config.preproc_fc, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.5),
@@ -123,7 +133,7 @@ def _up_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def state_pyramid(image: torch.Tensor, aux: torch.Tensor, levels: int = DOWNSAMPLINGS) -> list[torch.Tensor]:
+def state_pyramid(image: torch.Tensor, aux: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """[image, angles, fg] at full resolution and halved `levels` times (finest first).
 
     The authors downsample with a 4x4 stride-2 filter; a 2x2 average keeps the same sizes.
@@ -156,7 +166,7 @@ class MaskEncoder(nn.Module):
     def __init__(self, config: ACISConfig):
         super().__init__()
         h, w = config.bottom
-        self.trunk = conv_trunk(3 + 1 + PYRAMID_CHANNELS - 3, config.encoder_widths)
+        self.trunk = conv_trunk(3 + 1 + PYRAMID_CHANNELS - 3, config.encoder_widths, config.batch_norm)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(config.encoder_widths[-1] * h * w, config.bottleneck), nn.LeakyReLU(0.2))
         self.head = GaussianHead(config.bottleneck, config.feature_size, config.latent_size)
 
@@ -175,7 +185,7 @@ class ActorEncoder(nn.Module):
     def __init__(self, config: ACISConfig):
         super().__init__()
         h, w = config.bottom
-        self.trunk = conv_trunk(3 + 1 + PYRAMID_CHANNELS - 3, config.encoder_widths)
+        self.trunk = conv_trunk(3 + 1 + PYRAMID_CHANNELS - 3, config.encoder_widths, config.batch_norm)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(config.encoder_widths[-1] * h * w, config.bottleneck), nn.LeakyReLU(0.2))
         self.rnn = nn.LSTM(config.bottleneck, config.rnn_size, num_layers=config.rnn_layers, batch_first=True)
         for name, parameter in self.rnn.named_parameters():  # the authors' init: U(-1e-3, 1e-3), bias 1e-4
@@ -214,12 +224,16 @@ class Decoder(nn.Module):
         self.stages = nn.ModuleList()
         channels = config.latent_channels
         for width in config.decoder_widths:
+            norm = [nn.BatchNorm2d(width)] if config.batch_norm else []
             self.stages.append(nn.Sequential(
                 nn.Upsample(scale_factor=2, mode="nearest"), nn.ReplicationPad2d(1),
-                nn.Conv2d(channels + extra, width, 3), nn.LeakyReLU(0.2),
+                nn.Conv2d(channels + extra, width, 3), *norm, nn.LeakyReLU(0.2),
             ))
             channels = width
         self.out = nn.Conv2d(channels + extra, 1, 1)
+        # start from "mostly background" (an instance covers a few % of the image), not from p = 0.5
+        # everywhere: the first hundreds of updates otherwise only learn that prior
+        nn.init.constant_(self.out.bias, -4.0)
 
     def forward(self, action: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor:
         """action (B, latent) + pyramid (finest first) -> mask logit (B,1,H,W)."""
@@ -238,7 +252,7 @@ class Critic(nn.Module):
     def __init__(self, config: ACISConfig):
         super().__init__()
         h, w = config.bottom
-        self.trunk = conv_trunk(3 + 1 + 1 + PYRAMID_CHANNELS - 3, config.critic_widths)
+        self.trunk = conv_trunk(3 + 1 + 1 + PYRAMID_CHANNELS - 3, config.critic_widths, config.batch_norm)
         layers, features = [nn.Flatten()], config.critic_widths[-1] * h * w
         for i, width in enumerate(config.critic_fc):
             layers += [nn.Linear(features, width, bias=i == 0), nn.LeakyReLU(0.2)]
