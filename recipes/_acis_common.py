@@ -2,7 +2,7 @@
 
 Stages, each a Lightning fit writing `RUN_DIR/checkpoints/<stage>/last.ckpt` (re-running resumes it):
 `preproc` (foreground + angles FCN), `cvae` (pre-training), `init` (the authors' sequence-length-1 actor
-stage: BL-Trunc with BCE; the embedded schedule continues it to length 5), `train` (the `--ablation`: AC, AC-NoKL, AC-NoSP, BL or BL-Trunc), then `eval`
+stage: BL-Trunc with BCE), `train` (the `--ablation`: AC, AC-NoKL, AC-NoSP, BL or BL-Trunc), then `eval`
 (metrics JSON, per-image CSV, Fig.-4-style picture, Hub folder `RUN_DIR/model`, `results.json`).
 """
 
@@ -282,9 +282,8 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
             f"Bottleneck grid {config.bottom[0]}x{config.bottom[1]} after {config.levels} halvings (paper 7x7 after 5 "
             "at 224x224). BatchNorm after every conv (not in the paper) and the mask logit's bias initialised to -4: "
             "without them the CPU-sized cVAE did not learn to reconstruct a leaf in a few hundred updates. cVAE lr "
-            "3e-3 and lambda_KL 0.1 (paper 2e-4 and 1; lambda_KL 1 collapsed the posterior in this budget). The init "
-            "stage runs BL-Trunc at length 1 and then 5 (the authors' init stage stays at length 1), so that the "
-            "actor learns to use the accumulated mask before the last stage."
+            "3e-3 and lambda_KL 0.1 (paper 2e-4 and 1; lambda_KL 1 collapsed the posterior in this budget). A longer "
+            "init stage (BL-Trunc continued to length 5) was tried and collapsed to empty masks in this budget."
         ))
     return items
 

@@ -31,7 +31,7 @@ PAPER_SCHEDULE = Schedule(preproc_epochs=100, cvae_epochs=200, init_epochs=100, 
 
 EMBEDDED_SCHEDULE = Schedule(
     preproc_epochs=25, cvae_epochs=60, init_epochs=25, train_epochs=40, batch_size=8,
-    preproc_lr=3e-3, cvae_lr=3e-3, cvae_lambda_kl=0.1, init_curriculum=[[0, 1], [50, 5]],
+    preproc_lr=3e-3, cvae_lr=3e-3, cvae_lambda_kl=0.1,
     lr=5e-4, beta_kl=1e-4, critic_warmup=40, critic_iter=4,
     curriculum=[[0, 5], [120, 10]], bl_curriculum=[[0, 5], [120, 10]],
 )
