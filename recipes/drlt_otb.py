@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", default="1", help="Lightning Trainer devices")
     run.add_argument("--num-nodes", type=int, default=1)
     run.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch CPU threads (default 1: the recurrent updates are tiny, and on 2 cores a second "
+                          "thread made them 10x slower; 0 = torch's choice)")
     run.add_argument("--hardware", default=None, help="hardware description for results.json (default: detected)")
     return parser
 
