@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     results["baseline_repeat_first_box"] = {key: repeated[key] for key in ("success_auc", "precision_20")}
     results["train_seconds"] = train_seconds
     write_run_dir(args, argv, run_dir, tracker, results, split, root, trainer.world_size, total_updates)
+    write_tracker_results(predictions, run_dir / "otb_results")
     print(format_summary(results))
     if args.protocol == "paper":
         print(f"note: {OVERLAP_NOTE}")
@@ -281,6 +282,14 @@ def _devices(value: str):
 
 def _describe(sequences) -> str:
     return ", ".join(f"{seq.name} ({count} frames)" for seq, count in sequences)
+
+
+def write_tracker_results(predictions: dict[str, np.ndarray], folder: Path) -> None:
+    """The boxes in the OTB toolkit's results format (`<Seq>.txt`, x,y,w,h rows), so that
+    `python -m zoo.evaluate otb --results-dir RUN_DIR/otb_results` or any OTB toolkit can re-score them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, boxes in predictions.items():
+        np.savetxt(folder / f"{name}.txt", boxes, fmt="%.4f", delimiter=",")
 
 
 def write_run_dir(args, argv, run_dir: Path, tracker, results: dict, split: Split, root: Path, world: int,

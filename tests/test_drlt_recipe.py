@@ -1,0 +1,54 @@
+"""The README's first command, shrunk: the DRLT recipe end to end on synthetic OTB data, then publish."""
+
+import json
+
+import numpy as np
+import pytest
+
+from recipes import drlt_otb
+from zoo.evaluate import main as evaluate
+from zoo.hub import load_folder
+from zoo.paths import REPO_ROOT
+from zoo.publish import publish
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("drlt_recipe")
+    run = root / "run"
+    drlt_otb.main([
+        "--synthetic-dir", str(root / "otb"), "--synthetic-sequences", "2", "--synthetic-frames", "30",
+        "--cache-dir", str(root / "cache"), "--no-pretrained-backbone", "--hidden-size", "32", "--epochs", "3",
+        "--run-dir", str(run),
+    ])
+    return run
+
+
+def test_recipe_writes_a_complete_run_directory(run_dir):
+    for name in ("model/config.json", "model/model.safetensors", "results.json", "metrics.json",
+                 "per_sequence.csv", "success_plot.png", "precision_plot.png"):
+        assert (run_dir / name).is_file(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    measured = {m["type"]: m["value"] for m in results["results"][0]["metrics"]}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert measured == {"success_auc": metrics["success_auc"], "precision_20": metrics["precision_20"]}
+    assert "training frames" in results["results"][0]["data"]
+
+
+def test_saved_boxes_rescore_to_the_reported_numbers(run_dir, tmp_path):
+    results = json.loads((run_dir / "metrics.json").read_text())
+    names = list(results["per_sequence"])
+    rescored = evaluate(["otb", "--data-dir", str(run_dir.parent / "otb"), "--results-dir",
+                         str(run_dir / "otb_results"), "--sequences", *names])
+    assert rescored["success_auc"] == pytest.approx(results["success_auc"], abs=1e-3)
+    assert rescored["precision_20"] == pytest.approx(results["precision_20"], abs=1e-3)
+
+
+def test_run_publishes_and_loads(run_dir, tmp_path):
+    out = publish(run_dir, "drlt-otb", out=tmp_path / "drlt-otb",
+                  card_template=REPO_ROOT / "model_cards" / "drlt-otb.md")
+    tracker = load_folder(out, expected_type="drlt")
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 3
+    assert tracker.track(frames, [10, 10, 20, 15]).shape == (3, 4)
+    card = (out / "README.md").read_text()
+    assert "model-index" in card and "success_plot.png" in card
