@@ -32,6 +32,10 @@ from datamodules.instance_datamodule import InstanceDataModule
 from datamodules.instance_io import InstanceDataError, read_label_png, relabel_consecutive
 
 CROP_HEIGHT, CROP_WIDTH = 256, 768
+# decoded images are kept in memory up to this many bytes per dataset (per loader worker): the PNG decode of a
+# full-size KITTI frame costs more than a training step of the CPU-sized nets; the whole real train split
+# (~5 GB decoded) does not fit, so the first images up to the limit are kept and the rest re-read
+DEFAULT_CACHE_BYTES = 1 << 30
 # split name -> (id list file, annotation folder)
 SPLITS = {
     "train": ("train.txt", "gt"),
@@ -59,7 +63,7 @@ class KITTIInstances(Dataset):
     """KITTI car instance images of one split; see the module docstring for the layout and the items."""
 
     def __init__(self, data_dir, split: str = "train", augment: bool = False,
-                 crop_size: tuple[int, int] = (CROP_HEIGHT, CROP_WIDTH)):
+                 crop_size: tuple[int, int] = (CROP_HEIGHT, CROP_WIDTH), cache_bytes: int = DEFAULT_CACHE_BYTES):
         split = SPLIT_ALIASES.get(split, split)
         if split not in SPLITS:
             raise ValueError(f"unknown KITTI split {split!r}; choose one of {sorted(SPLITS)}")
@@ -76,12 +80,27 @@ class KITTIInstances(Dataset):
         if not self.names:
             raise FileNotFoundError(f"{split_file}: lists no image")
         self.image_dir, self.gt_dir = self.data_dir / "images", self.data_dir / gt_folder
+        self.cache_bytes = cache_bytes
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.names)
 
     def load(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """The full-size (H, W, 3) uint8 image and (H, W) int64 car ids of one image."""
+        """The full-size (H, W, 3) uint8 image and (H, W) int64 car ids of one image (read-only arrays, cached)."""
+        if name in self._cache:
+            return self._cache[name]
+        image, labels = self._read(name)
+        size = image.nbytes + labels.nbytes
+        if self._cached_bytes + size <= self.cache_bytes:
+            image.setflags(write=False)
+            labels.setflags(write=False)
+            self._cache[name] = (image, labels)
+            self._cached_bytes += size
+        return image, labels
+
+    def _read(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.image_dir / f"{name}.png", self.gt_dir / f"{name}.png"
         for path in (image_path, label_path):
             if not path.exists():
@@ -118,8 +137,8 @@ class KITTIInstances(Dataset):
         image, labels = self.load(name)
         image, labels = self._random_crop(image, labels) if self.augment else self._resize(image, labels)
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image).transpose(2, 0, 1)).float().div_(255),
-            "labels": torch.from_numpy(relabel_consecutive(np.ascontiguousarray(labels))),
+            "image": torch.from_numpy(np.array(image).transpose(2, 0, 1)).float().div_(255),
+            "labels": torch.from_numpy(relabel_consecutive(np.array(labels))),
             "name": name,
         }
 
