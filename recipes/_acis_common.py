@@ -50,6 +50,10 @@ class Schedule:
     beta_kl: float = 1e-4
     critic_warmup: int = 1024
     critic_iter: int = 4
+    ac_lr: float | None = None  # the actor's lr in the AC stage (None: `lr`)
+    ac_beta_kl: float | None = None  # beta of the AC stage (None: `beta_kl`)
+    critic_lr_factor: float = 2.0  # the critic's lr is this times the actor's (paper: 2)
+    init_rollout_fraction: float = 0.0  # share of init updates whose state comes from the actor's own rollout
     init_curriculum: list = field(default_factory=lambda: [[0, 1]])
     curriculum: list = field(default_factory=lambda: [[0, 5], [6400, 10], [9000, 15]])
     bl_curriculum: list = field(default_factory=lambda: [[0, 5], [3400, 10], [8400, 21]])
@@ -136,14 +140,19 @@ def main(benchmark: Benchmark, argv: list[str] | None = None) -> dict:
             fit(module, datamodule, run_dir, stage, epochs(schedule.cvae_epochs))
         elif stage == "init":
             module = ActorCriticModule(config.to_dict(), mode="BL-Trunc", score=benchmark.score, lr=schedule.lr,
-                                       beta_kl=schedule.beta_kl, curriculum=schedule.init_curriculum)
+                                       beta_kl=schedule.beta_kl, curriculum=schedule.init_curriculum,
+                                       sampled_states=True, rollout_fraction=schedule.init_rollout_fraction,
+                                       target_order="dice")
             cvae = load(CVAEModule, source("cvae"))
             module.load_pretrained(cvae.preproc, cvae.decoder)
             fit(module, datamodule, run_dir, stage, epochs(schedule.init_epochs))
         elif stage == "train":
             actor_critic = args.ablation.startswith("AC")
             module = ActorCriticModule(
-                config.to_dict(), mode=args.ablation, score=benchmark.score, lr=schedule.lr, beta_kl=schedule.beta_kl,
+                config.to_dict(), mode=args.ablation, score=benchmark.score,
+                lr=schedule.ac_lr if actor_critic and schedule.ac_lr else schedule.lr,
+                critic_lr_factor=schedule.critic_lr_factor,
+                beta_kl=schedule.ac_beta_kl if actor_critic and schedule.ac_beta_kl is not None else schedule.beta_kl,
                 critic_warmup=schedule.critic_warmup, critic_iter=schedule.critic_iter,
                 curriculum=schedule.curriculum if actor_critic else schedule.bl_curriculum,
             )

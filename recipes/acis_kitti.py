@@ -30,9 +30,12 @@ EMBEDDED_CONFIG = ACISConfig(
 PAPER_SCHEDULE = Schedule(preproc_epochs=100, cvae_epochs=200, init_epochs=100, train_epochs=1000, batch_size=8)
 
 EMBEDDED_SCHEDULE = Schedule(
-    preproc_epochs=25, cvae_epochs=60, init_epochs=25, train_epochs=40, batch_size=8,
+    preproc_epochs=25, cvae_epochs=60, init_epochs=50, train_epochs=40, batch_size=8,
     preproc_lr=3e-3, cvae_lr=3e-3, cvae_lambda_kl=0.1,
-    lr=5e-4, beta_kl=1e-4, critic_warmup=40, critic_iter=4,
+    lr=5e-4, beta_kl=1e-4, critic_warmup=60, critic_iter=2,
+    # AC: a slower actor (2e-4), a critic 5x faster than it (paper 2x) and beta 1e-2 (paper 1e-4): with the paper's
+    # ratios the actor exploited a critic that had seen ~100 updates and drifted to one image-independent blob
+    ac_lr=2e-4, critic_lr_factor=5.0, ac_beta_kl=1e-2,
     curriculum=[[0, 5], [120, 10]], bl_curriculum=[[0, 5], [120, 10]],
 )
 

@@ -230,7 +230,8 @@ def test_checkpoint_is_weights_only_safe_and_restores_curriculum_and_rng(tmp_pat
 def test_critic_learns_the_returns_of_a_fixed_batch():
     """Fast sanity check of the policy-evaluation half: the critic's regression error falls."""
     module = tiny_module(critic_warmup=10_000, lr=3e-3)
-    trainer = pl.Trainer(max_epochs=30, accelerator="cpu", logger=False, enable_progress_bar=False,
+    # one epoch over 30 copies of the batch: 30 epochs of one batch spent most of a minute in per-epoch overhead
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
     losses = []
 
@@ -240,7 +241,8 @@ def test_critic_learns_the_returns_of_a_fixed_batch():
 
     trainer.callbacks.append(Record())
     torch.manual_seed(0)
-    trainer.fit(module, DataLoader([tiny_batch()], batch_size=None))
+    trainer.fit(module, DataLoader([tiny_batch()] * 30, batch_size=None))
+    assert len(losses) == 30
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
 
@@ -254,3 +256,38 @@ def test_actor_critic_training_raises_sbd_above_the_pretrained_actor(tmp_path):
     main(["--run-dir", str(tmp_path), "--epochs-scale", "0.6"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["SBD"] > metrics["before_train_stage"]["SBD"]
+
+
+def test_next_leaf_target_skips_covered_leaves_and_stops_when_all_are_covered():
+    from zoo.acis.module import next_leaf_target
+
+    gt = torch.zeros(3, 8, 8, dtype=torch.bool)
+    gt[0, :4, :4] = True  # 16 px
+    gt[1, 4:, 4:] = True  # 16 px
+    gt[2, :2, 6:] = True  # 4 px
+    nothing = torch.zeros(8, 8, dtype=torch.bool)
+    # the prediction overlaps leaf 0 best, but leaf 0 is covered: the best remaining match is leaf 2
+    probability = (gt[0] | gt[2]).float()
+    assert next_leaf_target(gt, gt[0], probability) == 2
+    assert next_leaf_target(gt, nothing, probability) == 0
+    # no Dice reaches 0.2: the largest uncovered leaf; "size" order always takes the largest
+    assert next_leaf_target(gt, gt[0], torch.zeros(8, 8)) == 1
+    assert next_leaf_target(gt, nothing, gt[2].float(), order="size") == 0
+    # a leaf counts as covered when more than half of it lies in the region
+    mostly_covered = gt[0] | gt[1] | gt[2]
+    mostly_covered[:2, 6] = False  # half of leaf 2 stays uncovered: still a candidate
+    assert next_leaf_target(gt, mostly_covered, probability) == 2
+    assert next_leaf_target(gt, gt.any(0), probability) is None
+    assert next_leaf_target(gt[:0], nothing, probability) is None
+
+
+def test_sampled_state_init_step_moves_the_actor_only():
+    module = tiny_module(mode="BL-Trunc", sampled_states=True, curriculum=[[0, 1]])
+    before_actor = [p.detach().clone() for p in module.actor.parameters()]
+    before_decoder = [p.detach().clone() for p in module.decoder.parameters()]
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(module, DataLoader([tiny_batch()] * 2, batch_size=None))
+    assert any(not torch.equal(a, b) for a, b in zip(before_actor, module.actor.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before_decoder, module.decoder.parameters()))
+    assert torch.isfinite(trainer.callback_metrics["train/termination"])

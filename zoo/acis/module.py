@@ -7,8 +7,8 @@
      actor ascends grad_a Q * grad_theta mu - beta grad_theta KL; with `AC-NoKL` (beta = 0) and `AC-NoSP`
      (no State Pyramid; its cVAE is pre-trained without it too);
    - `BL` (full BPTT) and `BL-Trunc` (one-step truncation): Hungarian-assigned BCE (Sec. 6.1).
-   The authors' "init" stage (the actor at sequence length 1 with BCE) is this module with `BL-Trunc`
-   and a curriculum of length 1.
+   The authors' "init" stage (the actor at sequence length 1 with BCE) is here `sampled_states=True`:
+   one BCE step from a state sampled from the ground truth (`sampled_state_update`; a deviation).
 
 Manual optimisation everywhere in stage 3 (two optimizers for AC). The curriculum position is the
 `updates` buffer, so it lives in the state dict; RNG states go into the checkpoint as tensors and ints,
@@ -42,6 +42,28 @@ def prepare_batch(batch: dict, config: ACISConfig) -> tuple[torch.Tensor, list[t
         image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
         labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
     return image, [instance_masks(label_map)[1] for label_map in labels]
+
+
+def next_leaf_target(gt: torch.Tensor, covered: torch.Tensor, probability: torch.Tensor, order: str = "dice") -> int | None:
+    """The ground-truth leaf (index into gt (N,H,W)) the next prediction should learn, or None (stop).
+
+    Leaves with more than half of their pixels in `covered` (H,W bool) are done. Among the others:
+    `order="dice"` takes the best soft Dice against `probability` (H,W), the one-prediction case of the
+    baselines' Hungarian assignment, falling back to the largest leaf while no Dice reaches 0.2 (a fixed
+    tie-break: averaging over equally bad leaves drove the baselines to empty masks); `order="size"`
+    always takes the largest.
+    """
+    gt = gt.float()
+    area = gt.flatten(1).sum(1)
+    candidates = (gt * covered.float()).flatten(1).sum(1) <= 0.5 * area
+    candidates &= area > 0
+    if not candidates.any():
+        return None
+    dice = 2 * (gt * probability).flatten(1).sum(1) / (area + probability.sum()).clamp(min=1e-6)
+    choice = torch.where(candidates, dice, torch.full_like(dice, -1.0))
+    if order == "size" or choice.max() < 0.2:
+        choice = torch.where(candidates, area, torch.full_like(area, -1.0))
+    return int(choice.argmax())
 
 
 def _freeze(module: torch.nn.Module) -> torch.nn.Module:
@@ -171,6 +193,10 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         grad_clip: float = 1.0,
         weight_decay: float = 1e-5,
         reward_threshold: float = 0.5,
+        sampled_states: bool = False,
+        rollout: int = 6,
+        rollout_fraction: float = 0.5,
+        target_order: str = "size",
     ):
         super().__init__()
         if mode not in MODES:
@@ -232,7 +258,10 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
             aux = self.preproc.channels(image)
             pyramid = state_pyramid(image, aux, self.config.levels)
         steps = min(self.sequence_length(), int(counts.max()) + 1)  # + 1: the stop decision is trained too
-        if self.is_actor_critic:
+        if self.hparams.sampled_states and not self.is_actor_critic:
+            steps = 1
+            logs = self.sampled_state_update(image, aux, pyramid, gts)
+        elif self.is_actor_critic:
             logs = self.actor_critic_update(image, aux, pyramid, gts, counts, steps)
         else:
             logs = self.baseline_update(image, aux, pyramid, gts, counts, steps)
@@ -249,6 +278,55 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         target = (step < counts).float()
         bce = F.binary_cross_entropy_with_logits(continue_logit, target, reduction="none")
         return (bce * in_episode).sum()
+
+    # --- init stage on sampled states --------------------------------------------------------------
+    def sampled_state_update(self, image, aux, pyramid, gts) -> dict:
+        """One actor BCE step from a sampled state: the init stage of the recipes (not in the paper).
+
+        Why: the authors' init stage (BL-Trunc at sequence length 1) only ever shows the actor M_t = 0 and
+        the "continue" target, so it never learns to move on from covered leaves nor to stop; BL-Trunc at
+        length 5 collapsed to empty masks here. Instead, on a `1 - rollout_fraction` share of the updates
+        the state comes from the ground truth: k leaves of a random permutation are covered (all N with
+        probability 0.2, else k ~ U{0..N-1}) and M_t is their union, LSTM state empty; on the rest the
+        actor rolls out k ~ U{1..rollout} steps on its own latent means (no gradient, LSTM state kept).
+        The BCE target is `next_leaf_target` (best soft Dice among the uncovered leaves) and the
+        termination target is "continue" iff a leaf is uncovered.
+        """
+        optimizer = self.optimizers()
+        accumulated, hidden = torch.zeros_like(image[:, :1]), None
+        from_ground_truth = torch.rand(()).item() >= self.hparams.rollout_fraction
+        if from_ground_truth:
+            for i, gt in enumerate(gts):
+                order = torch.randperm(len(gt))
+                # all leaves covered (a stop example) a fifth of the time, else U{0..N-1}: with U{0..N}
+                # stop examples were so rare that the unit learnt to always continue
+                covered = len(gt) if torch.rand(()).item() < 0.2 else int(torch.randint(max(len(gt), 1), ()))
+                if covered:
+                    accumulated[i, 0] = gt[order[:covered]].any(0).float()
+        else:
+            with torch.no_grad():
+                for _ in range(int(torch.randint(1, self.hparams.rollout + 1, ()))):
+                    policy, _, hidden = self.actor(image, accumulated, aux, hidden)
+                    accumulated = transition(accumulated, torch.sigmoid(self.decoder(policy.mean, pyramid)))
+        covered_region = accumulated[:, 0] > 0.5
+        policy, continue_logit, _ = self.actor(image, accumulated, aux, hidden)
+        logit = self.decoder(policy.mean, pyramid)[:, 0]
+        probability = torch.sigmoid(logit).detach()
+        mask_loss, matched, keep_going = image.new_zeros(()), 0, []
+        for i, gt in enumerate(gts):
+            target = next_leaf_target(gt, covered_region[i], probability[i], self.hparams.target_order)
+            keep_going.append(float(target is not None))
+            if target is not None:
+                mask_loss = mask_loss + F.binary_cross_entropy_with_logits(logit[i], gt[target].float())
+                matched += 1
+        termination = F.binary_cross_entropy_with_logits(continue_logit, torch.tensor(keep_going, device=image.device))
+        kl = kl_divergence(policy, Normal(0.0, 1.0)).sum(-1).mean()
+        loss = mask_loss / max(matched, 1) + self.beta_kl * kl + termination
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        return {"train/loss_actor": loss.detach(), "train/termination": termination.detach()}
 
     # --- BL / BL-Trunc -----------------------------------------------------------------------------
     def baseline_update(self, image, aux, pyramid, gts, counts, steps) -> dict:
