@@ -294,6 +294,21 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
             "3e-3 and lambda_KL 0.1 (paper 2e-4 and 1; lambda_KL 1 collapsed the posterior in this budget). A longer "
             "init stage (BL-Trunc continued to length 5) was tried and collapsed to empty masks in this budget."
         ))
+        items.append((
+            "Init stage (deviation): instead of the authors' length-1 BCE stage, which only ever shows the actor "
+            "M_t = 0 and the 'continue' target (it never learnt to move on from covered leaves or to stop: SBD 0.053 "
+            "on this split), every update is one actor step from a state sampled from the ground truth: k leaves "
+            "covered (all of them with probability 0.2), M_t their union; the BCE target is the uncovered leaf with "
+            "the best soft Dice (the largest while none reaches 0.2), the termination target 'continue' iff a leaf "
+            "is uncovered."
+        ))
+        schedule = benchmark.embedded_schedule
+        items.append((
+            f"AC stage (deviation): actor lr {schedule.ac_lr}, critic lr {schedule.critic_lr_factor}x the actor's "
+            f"(paper 2x), beta {schedule.ac_beta_kl} (paper 1e-4), critic warm-up {schedule.critic_warmup} updates, "
+            f"actor every {schedule.critic_iter} updates: with the paper's ratios the actor exploited a critic that "
+            "had seen ~100 updates and drifted to one image-independent blob (SBD 0.013)."
+        ))
     return items
 
 
