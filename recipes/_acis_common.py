@@ -59,6 +59,33 @@ class Schedule:
     bl_curriculum: list = field(default_factory=lambda: [[0, 5], [3400, 10], [8400, 21]])
 
 
+def embedded_config(*, height: int, width: int, latent_size: int, feature_size: int) -> ACISConfig:
+    """The CPU-sized widths of the embedded runs (the paper's are `ACISConfig.paper_cvppp()` / `paper_kitti()`)."""
+    return ACISConfig(
+        height=height, width=width, latent_size=latent_size,
+        preproc_widths=[12, 16, 24, 32, 32], preproc_fc=64,
+        encoder_widths=[16, 24, 32, 48], bottleneck=128, rnn_size=128, rnn_layers=2, feature_size=feature_size,
+        latent_channels=16, decoder_widths=[32, 24, 16, 8],
+        critic_widths=[16, 24, 32, 48], critic_fc=[256, 128, 64], control_size=64,
+        batch_norm=True,
+    )
+
+
+def embedded_schedule(*, init_epochs: int, curriculum_switch: int) -> Schedule:
+    """Minutes of CPU per stage; the sequence length goes 5 -> 10 after `curriculum_switch` updates."""
+    return Schedule(
+        preproc_epochs=25, cvae_epochs=60, init_epochs=init_epochs, train_epochs=40, batch_size=8,
+        preproc_lr=3e-3, cvae_lr=3e-3, cvae_lambda_kl=0.1,
+        lr=5e-4, beta_kl=1e-4, critic_warmup=60, critic_iter=4,
+        # AC: a slower actor (1e-4) and a critic 10x faster (paper 2x), the actor moving every 4th update after 60
+        # critic-only ones: with the paper's ratios (5e-4, 2x, every 4th after 40) the actor exploited a critic that
+        # had seen ~100 updates and drifted to one image-independent blob; beta 1e-2 instead of 1e-4 collapsed it to
+        # empty masks (KITTI) or did not help (CVPPP)
+        ac_lr=1e-4, critic_lr_factor=10.0, ac_beta_kl=1e-4,
+        curriculum=[[0, 5], [curriculum_switch, 10]], bl_curriculum=[[0, 5], [curriculum_switch, 10]],
+    )
+
+
 @dataclass
 class Benchmark:
     name: str  # model name, e.g. "acis-cvppp"

@@ -12,34 +12,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from recipes._acis_common import Benchmark, Schedule, image_to_uint8, main as run_recipe
+from recipes._acis_common import (
+    Benchmark, Schedule, embedded_config, embedded_schedule, image_to_uint8, main as run_recipe,
+)
 from zoo.acis.networks import ACISConfig
 
 SYNTHETIC_IMAGES = 48
 
-EMBEDDED_CONFIG = ACISConfig(
-    height=64, width=192, latent_size=64,
-    preproc_widths=[12, 16, 24, 32, 32], preproc_fc=64,
-    encoder_widths=[16, 24, 32, 48], bottleneck=128, rnn_size=128, rnn_layers=2, feature_size=128,
-    latent_channels=16, decoder_widths=[32, 24, 16, 8],
-    critic_widths=[16, 24, 32, 48], critic_fc=[256, 128, 64], control_size=64,
-    batch_norm=True,
-)
+EMBEDDED_CONFIG = embedded_config(height=64, width=192, latent_size=64, feature_size=128)
 
 # the authors' KITTI scripts follow the CVPPP ones with maxLength 16 at inference
 PAPER_SCHEDULE = Schedule(preproc_epochs=100, cvae_epochs=200, init_epochs=100, train_epochs=1000, batch_size=8)
 
-EMBEDDED_SCHEDULE = Schedule(
-    preproc_epochs=25, cvae_epochs=60, init_epochs=50, train_epochs=40, batch_size=8,
-    preproc_lr=3e-3, cvae_lr=3e-3, cvae_lambda_kl=0.1,
-    lr=5e-4, beta_kl=1e-4, critic_warmup=60, critic_iter=4,
-    # AC: a slower actor (1e-4) and a critic 10x faster (paper 2x), the actor moving every 4th update after 60
-    # critic-only ones: with the paper's ratios (5e-4, 2x, every 4th after 40) the actor exploited a critic that had
-    # seen ~100 updates and drifted to one image-independent blob; beta 1e-2 instead of 1e-4 collapsed it to empty
-    # masks (KITTI) or did not help (CVPPP)
-    ac_lr=1e-4, critic_lr_factor=10.0, ac_beta_kl=1e-4,
-    curriculum=[[0, 5], [120, 10]], bl_curriculum=[[0, 5], [120, 10]],
-)
+EMBEDDED_SCHEDULE = embedded_schedule(init_epochs=50, curriculum_switch=120)
 
 
 def write_synthetic(root) -> Path:
