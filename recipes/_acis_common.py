@@ -86,6 +86,24 @@ def embedded_schedule(*, init_epochs: int, curriculum_switch: int) -> Schedule:
     )
 
 
+def evaluate_segmenter(segmenter, dataset, metrics, examples: int = 4):
+    """Segment every image of `dataset`, score it with `metrics` (a per-image torchmetrics Metric), and return the
+    summary, per-image rows (with predicted and ground-truth counts) and a few examples to draw."""
+    rows, drawn = [], []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        image = image_to_uint8(item["image"])
+        labels, order = segmenter.segment(image)
+        gt = item["labels"].numpy()
+        metrics.update(labels, gt)
+        rows.append({"name": item["name"], "predicted": len(order), "ground_truth": int(len(np.unique(gt[gt > 0])))})
+        if len(drawn) < examples:
+            drawn.append((item["name"], image, gt, labels))
+    rows = [{**row, **scores} for row, scores in zip(rows, metrics.per_image())]
+    summary = {key: float(value) for key, value in metrics.compute().items()}
+    return summary, rows, drawn
+
+
 @dataclass
 class Benchmark:
     name: str  # model name, e.g. "acis-cvppp"

@@ -12,10 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from recipes._acis_common import (
-    Benchmark, Schedule, embedded_config, embedded_schedule, image_to_uint8, main as run_recipe,
+    Benchmark, Schedule, embedded_config, embedded_schedule, evaluate_segmenter,
+    main as run_recipe,
 )
 from zoo.acis.networks import ACISConfig
 
@@ -49,23 +48,7 @@ def evaluate(segmenter, dataset, examples: int = 4):
     """SBD, FBD, DiC, |DiC| (CVPPP conventions) over the dataset, per-image rows, a few examples to draw."""
     from zoo.metrics.cvppp import CVPPPMetrics
 
-    metrics = CVPPPMetrics()
-    names, counts, drawn = [], [], []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        image = image_to_uint8(item["image"])
-        labels, order = segmenter.segment(image)
-        gt = item["labels"].numpy()
-        metrics.update(labels, gt)
-        names.append(item["name"])
-        counts.append((len(order), int(len(np.unique(gt[gt > 0])))))
-        if len(drawn) < examples:
-            drawn.append((item["name"], image, gt, labels))
-    rows = [{"name": name, "predicted": predicted, "ground_truth": truth, **scores}
-            for name, (predicted, truth), scores in zip(names, counts, metrics.per_image())]
-    total = metrics
-    summary = {key: float(value) for key, value in total.compute().items()}
-    return summary, rows, drawn
+    return evaluate_segmenter(segmenter, dataset, CVPPPMetrics(), examples)
 
 
 CVPPP = Benchmark(

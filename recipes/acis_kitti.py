@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from recipes._acis_common import (
-    Benchmark, Schedule, embedded_config, embedded_schedule, image_to_uint8, main as run_recipe,
+    Benchmark, Schedule, embedded_config, embedded_schedule, evaluate_segmenter,
+    main as run_recipe,
 )
 from zoo.acis.networks import ACISConfig
 
@@ -44,26 +45,9 @@ def datamodule(data_dir, batch_size: int):
 
 def evaluate(segmenter, dataset, examples: int = 4):
     """MWCov, MUCov, AvgFP, AvgFN (Ren & Zemel's definitions), SBD and |DiC| over the dataset."""
-    import numpy as np
-
     from zoo.metrics.kitti import KITTIInstanceMetrics
 
-    metrics = KITTIInstanceMetrics()
-    names, counts, drawn = [], [], []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        image = image_to_uint8(item["image"])
-        labels, order = segmenter.segment(image)
-        gt = item["labels"].numpy()
-        metrics.update(labels, gt)
-        names.append(item["name"])
-        counts.append((len(order), int(len(np.unique(gt[gt > 0])))))
-        if len(drawn) < examples:
-            drawn.append((item["name"], image, gt, labels))
-    rows = [{"name": name, "predicted": predicted, "ground_truth": truth, **scores}
-            for name, (predicted, truth), scores in zip(names, counts, metrics.per_image())]
-    summary = {key: float(value) for key, value in metrics.compute().items()}
-    return summary, rows, drawn
+    return evaluate_segmenter(segmenter, dataset, KITTIInstanceMetrics(), examples)
 
 
 KITTI = Benchmark(
