@@ -39,7 +39,10 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 
 
 def _warn_if_translucent(path: Path) -> None:
-    # PIL reads only the header here; the alpha plane is decoded just for the (rare) images that have one
+    # PIL reads only the header here; the alpha plane is decoded just for the (rare) images that have one.
+    # JPEG has no alpha channel, so video frames skip even the header read.
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        return
     try:
         with Image.open(path) as image:
             if image.mode not in _ALPHA_MODES and not (image.mode == "P" and "transparency" in image.info):
