@@ -53,7 +53,8 @@ class Schedule:
     ac_lr: float | None = None  # the actor's lr in the AC stage (None: `lr`)
     ac_beta_kl: float | None = None  # beta of the AC stage (None: `beta_kl`)
     critic_lr_factor: float = 2.0  # the critic's lr is this times the actor's (paper: 2)
-    init_rollout_fraction: float = 0.0  # share of init updates whose state comes from the actor's own rollout
+    init_rollout: int = 1  # actor steps trained per init update, each on the state its own masks made
+    init_rollout_fraction: float = 0.0  # share of init updates starting from M_1 = 0 (else from ground-truth leaves)
     init_curriculum: list = field(default_factory=lambda: [[0, 1]])
     curriculum: list = field(default_factory=lambda: [[0, 5], [6400, 10], [9000, 15]])
     bl_curriculum: list = field(default_factory=lambda: [[0, 5], [3400, 10], [8400, 21]])
@@ -83,6 +84,10 @@ def embedded_schedule(*, init_epochs: int, curriculum_switch: int) -> Schedule:
         # empty masks (KITTI) or did not help (CVPPP)
         ac_lr=1e-4, critic_lr_factor=10.0, ac_beta_kl=1e-4,
         curriculum=[[0, 5], [curriculum_switch, 10]], bl_curriculum=[[0, 5], [curriculum_switch, 10]],
+        # init: 4 trained steps per update on the actor's own rollout, a quarter of them from M_1 = 0 (CVPPP
+        # ablation-val SBD / |DiC| after 160 epochs: 0.238 / 8.7 against 0.155 / 11.7 for one step from
+        # ground-truth states, whose actor emitted empty masks after its second leaf)
+        init_rollout=4, init_rollout_fraction=0.25,
     )
 
 
@@ -186,7 +191,8 @@ def main(benchmark: Benchmark, argv: list[str] | None = None) -> dict:
         elif stage == "init":
             module = ActorCriticModule(config.to_dict(), mode="BL-Trunc", score=benchmark.score, lr=schedule.lr,
                                        beta_kl=schedule.beta_kl, curriculum=schedule.init_curriculum,
-                                       sampled_states=True, rollout_fraction=schedule.init_rollout_fraction,
+                                       sampled_states=True, rollout=schedule.init_rollout,
+                                       rollout_fraction=schedule.init_rollout_fraction,
                                        target_order="dice")
             cvae = load(CVAEModule, source("cvae"))
             module.load_pretrained(cvae.preproc, cvae.decoder)
@@ -339,15 +345,19 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
             "3e-3 and lambda_KL 0.1 (paper 2e-4 and 1; lambda_KL 1 collapsed the posterior in this budget). A longer "
             "init stage (BL-Trunc continued to length 5) was tried and collapsed to empty masks in this budget."
         ))
+        schedule = benchmark.embedded_schedule
         items.append((
             "Init stage (deviation): instead of the authors' length-1 BCE stage, which only ever shows the actor "
             "M_t = 0 and the 'continue' target (it never learnt to move on from covered leaves or to stop: SBD 0.053 "
-            "on this split), every update is one actor step from a state sampled from the ground truth: k leaves "
-            "covered (all of them with probability 0.2), M_t their union; the BCE target is the uncovered leaf with "
-            "the best soft Dice (the largest while none reaches 0.2), the termination target 'continue' iff a leaf "
-            "is uncovered."
+            "on the synthetic CVPPP ablation-val split), each update starts from a state sampled from the ground "
+            "truth (k instances covered, all of them with probability 0.2; M_1 = 0 on a "
+            f"{schedule.init_rollout_fraction:g} share of the updates) and trains {schedule.init_rollout} steps of the "
+            "actor's own rollout, M_{t+1} = max(M_t, D(mu_t)) as at inference, with one-step truncated gradients. "
+            "Each step's BCE target is the instance not yet half covered with the best soft Dice (the largest while "
+            "none reaches 0.2), its termination target 'continue' iff such an instance is left. Trained on "
+            "ground-truth states alone, the actor emitted empty masks after its second leaf (synthetic CVPPP "
+            "ablation-val SBD 0.155 after 160 epochs, against 0.238 with the rollout)."
         ))
-        schedule = benchmark.embedded_schedule
         items.append((
             f"AC stage (deviation): actor lr {schedule.ac_lr}, critic lr {schedule.critic_lr_factor}x the actor's "
             f"(paper 2x), beta {schedule.ac_beta_kl} (paper 1e-4), critic warm-up {schedule.critic_warmup} updates, "

@@ -25,7 +25,7 @@ EMBEDDED_CONFIG = embedded_config(height=96, width=96, latent_size=16, feature_s
 # the authors' scripts: preproc 300 epochs; cVAE 800 (+ 600 "init" epochs at length 1); AC to 10000 epochs
 PAPER_SCHEDULE = Schedule(preproc_epochs=300, cvae_epochs=800, init_epochs=600, train_epochs=9400, batch_size=8)
 
-EMBEDDED_SCHEDULE = embedded_schedule(init_epochs=80, curriculum_switch=160)
+EMBEDDED_SCHEDULE = embedded_schedule(init_epochs=160, curriculum_switch=160)
 
 
 def write_synthetic(root: Path) -> Path:

@@ -25,7 +25,7 @@ EMBEDDED_CONFIG = embedded_config(height=64, width=192, latent_size=64, feature_
 # the authors' KITTI scripts follow the CVPPP ones with maxLength 16 at inference
 PAPER_SCHEDULE = Schedule(preproc_epochs=100, cvae_epochs=200, init_epochs=100, train_epochs=1000, batch_size=8)
 
-EMBEDDED_SCHEDULE = embedded_schedule(init_epochs=50, curriculum_switch=120)
+EMBEDDED_SCHEDULE = embedded_schedule(init_epochs=100, curriculum_switch=120)
 
 
 def write_synthetic(root) -> Path:

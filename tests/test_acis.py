@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from zoo.acis.env import angle_targets, episode_rewards, potential, transition
 from zoo.acis.model import ACISSegmenter, labels_from_masks
-from zoo.acis.module import ActorCriticModule
+from zoo.acis.module import ActorCriticModule, prepare_batch
 from zoo.acis.networks import ACISConfig, state_pyramid
 from zoo.rl.returns import discounted_returns
 
@@ -291,3 +291,31 @@ def test_sampled_state_init_step_moves_the_actor_only():
     assert any(not torch.equal(a, b) for a, b in zip(before_actor, module.actor.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(before_decoder, module.decoder.parameters()))
     assert torch.isfinite(trainer.callback_metrics["train/termination"])
+
+
+def test_init_rollout_feeds_the_actor_its_own_accumulated_masks_and_ends_after_the_stop_step():
+    module = tiny_module(mode="BL-Trunc", sampled_states=True, curriculum=[[0, 1]], rollout=6, rollout_fraction=1.0)
+    batch = tiny_batch(batch_size=1)
+    image, gts = prepare_batch(batch, module.config)
+    aux = module.preproc.channels(image)
+    pyramid = state_pyramid(image, aux, TINY.levels)
+    seen, actor_forward = [], module.actor.forward
+
+    def recording_actor(image, accumulated, aux, hidden=None):
+        seen.append((accumulated.detach().clone(), hidden))
+        return actor_forward(image, accumulated, aux, hidden)
+
+    module.actor.forward = recording_actor
+    module.optimizers = lambda: torch.optim.SGD(module.actor.parameters(), lr=0.0)
+    module.manual_backward = lambda loss: loss.backward()
+    module.clip_gradients = lambda *args, **kwargs: None
+    # the decoder paints each of the three leaves in turn, so the episode stops at step 4
+    leaves = gts[0].float()
+    decoded = iter([leaves[0], leaves[1], leaves[2], leaves[2], leaves[2]])
+    module.decoder.forward = lambda action, pyramid: torch.logit(next(decoded).clamp(1e-4, 1 - 1e-4))[None, None]
+    module.sampled_state_update(image, aux, pyramid, gts)
+    assert len(leaves) == 3 and len(seen) == 4  # three leaves, then the stop step; no step after it
+    assert torch.equal(seen[0][0], torch.zeros_like(seen[0][0])) and seen[0][1] is None  # rollout_fraction 1: empty start
+    assert torch.allclose(seen[1][0][0, 0], leaves[0], atol=1e-3)  # M_2 = max(M_1, D(mu_1))
+    assert torch.allclose(seen[3][0][0, 0], leaves.amax(0), atol=1e-3)
+    assert seen[3][1] is not None  # the LSTM state is carried along the rollout

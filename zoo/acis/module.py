@@ -8,7 +8,8 @@
      (no State Pyramid; its cVAE is pre-trained without it too);
    - `BL` (full BPTT) and `BL-Trunc` (one-step truncation): Hungarian-assigned BCE (Sec. 6.1).
    The authors' "init" stage (the actor at sequence length 1 with BCE) is here `sampled_states=True`:
-   one BCE step from a state sampled from the ground truth (`sampled_state_update`; a deviation).
+   `rollout` BCE-trained steps of the actor's own rollout from a state sampled from the ground truth
+   (`sampled_state_update`; a deviation).
 
 Manual optimisation everywhere in stage 3 (two optimizers for AC). The curriculum position is the
 `updates` buffer, so it lives in the state dict; RNG states go into the checkpoint as tensors and ints,
@@ -194,8 +195,8 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         weight_decay: float = 1e-5,
         reward_threshold: float = 0.5,
         sampled_states: bool = False,
-        rollout: int = 6,
-        rollout_fraction: float = 0.5,
+        rollout: int = 1,
+        rollout_fraction: float = 0.0,
         target_order: str = "size",
     ):
         super().__init__()
@@ -281,21 +282,24 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
 
     # --- init stage on sampled states --------------------------------------------------------------
     def sampled_state_update(self, image, aux, pyramid, gts) -> dict:
-        """One actor BCE step from a sampled state: the init stage of the recipes (not in the paper).
+        """The init stage of the recipes (a deviation, see below): `rollout` actor steps, each trained with BCE
+        towards the next uncovered leaf, from a start state sampled from the ground truth.
 
         Why: the authors' init stage (BL-Trunc at sequence length 1) only ever shows the actor M_t = 0 and
         the "continue" target, so it never learns to move on from covered leaves nor to stop; BL-Trunc at
-        length 5 collapsed to empty masks here. Instead, on a `1 - rollout_fraction` share of the updates
-        the state comes from the ground truth: k leaves of a random permutation are covered (all N with
-        probability 0.2, else k ~ U{0..N-1}) and M_t is their union, LSTM state empty; on the rest the
-        actor rolls out k ~ U{1..rollout} steps on its own latent means (no gradient, LSTM state kept).
-        The BCE target is `next_leaf_target` (best soft Dice among the uncovered leaves) and the
-        termination target is "continue" iff a leaf is uncovered.
+        length 5 collapsed to empty masks here. An actor trained on ground-truth states alone produced good
+        masks for two steps, then empty ones: the union of its own soft masks was a state it had never seen.
+        So, like DAgger, the states come from the actor's own rollout: the start state M_1 is the union of
+        k leaves of a random permutation (all N with probability 0.2, else k ~ U{0..N-1}; k = 0 on a
+        `rollout_fraction` share of the updates), LSTM state empty; then the actor takes `rollout` steps on
+        its latent means, M_{t+1} = max(M_t, D(mu_t)) as at inference. Each step's BCE target is
+        `next_leaf_target` (best soft Dice among the leaves not yet half covered) and its termination target
+        "continue" iff such a leaf exists; an image leaves the episode after its stop step. Gradients are
+        truncated to one step (state and LSTM state detached), so memory does not grow with `rollout`.
         """
         optimizer = self.optimizers()
         accumulated, hidden = torch.zeros_like(image[:, :1]), None
-        from_ground_truth = torch.rand(()).item() >= self.hparams.rollout_fraction
-        if from_ground_truth:
+        if torch.rand(()).item() >= self.hparams.rollout_fraction:
             for i, gt in enumerate(gts):
                 order = torch.randperm(len(gt))
                 # all leaves covered (a stop example) a fifth of the time, else U{0..N-1}: with U{0..N}
@@ -303,30 +307,40 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
                 covered = len(gt) if torch.rand(()).item() < 0.2 else int(torch.randint(max(len(gt), 1), ()))
                 if covered:
                     accumulated[i, 0] = gt[order[:covered]].any(0).float()
-        else:
-            with torch.no_grad():
-                for _ in range(int(torch.randint(1, self.hparams.rollout + 1, ()))):
-                    policy, _, hidden = self.actor(image, accumulated, aux, hidden)
-                    accumulated = transition(accumulated, torch.sigmoid(self.decoder(policy.mean, pyramid)))
-        covered_region = accumulated[:, 0] > 0.5
-        policy, continue_logit, _ = self.actor(image, accumulated, aux, hidden)
-        logit = self.decoder(policy.mean, pyramid)[:, 0]
-        probability = torch.sigmoid(logit).detach()
-        mask_loss, matched, keep_going = image.new_zeros(()), 0, []
-        for i, gt in enumerate(gts):
-            target = next_leaf_target(gt, covered_region[i], probability[i], self.hparams.target_order)
-            keep_going.append(float(target is not None))
-            if target is not None:
-                mask_loss = mask_loss + F.binary_cross_entropy_with_logits(logit[i], gt[target].float())
-                matched += 1
-        termination = F.binary_cross_entropy_with_logits(continue_logit, torch.tensor(keep_going, device=image.device))
-        kl = kl_divergence(policy, Normal(0.0, 1.0)).sum(-1).mean()
-        loss = mask_loss / max(matched, 1) + self.beta_kl * kl + termination
+        steps = self.hparams.rollout
+        active = [True] * len(gts)
+        mask_total, termination_total = 0.0, 0.0
         optimizer.zero_grad()
-        self.manual_backward(loss)
+        for _ in range(steps):
+            if not any(active):
+                break
+            covered_region = accumulated[:, 0] > 0.5
+            policy, continue_logit, hidden = self.actor(image, accumulated, aux, hidden)
+            logit = self.decoder(policy.mean, pyramid)[:, 0]
+            probability = torch.sigmoid(logit).detach()
+            mask_loss, matched, keep_going, in_episode = image.new_zeros(()), 0, [], []
+            for i, gt in enumerate(gts):
+                target = next_leaf_target(gt, covered_region[i], probability[i], self.hparams.target_order)
+                keep_going.append(float(target is not None))
+                in_episode.append(float(active[i]))
+                if active[i] and target is not None:
+                    mask_loss = mask_loss + F.binary_cross_entropy_with_logits(logit[i], gt[target].float())
+                    matched += 1
+                active[i] = active[i] and target is not None
+            in_episode = torch.tensor(in_episode, device=image.device)
+            termination = (F.binary_cross_entropy_with_logits(
+                continue_logit, torch.tensor(keep_going, device=image.device), reduction="none") * in_episode
+            ).sum() / in_episode.sum()
+            kl = kl_divergence(policy, Normal(0.0, 1.0)).sum(-1).mean()
+            loss = mask_loss / max(matched, 1) + self.beta_kl * kl + termination
+            self.manual_backward(loss / steps)
+            mask_total += float(mask_loss) / max(matched, 1) / steps
+            termination_total += float(termination) / steps
+            accumulated = transition(accumulated, probability[:, None])
+            hidden = tuple(h.detach() for h in hidden)
         self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         optimizer.step()
-        return {"train/loss_actor": loss.detach(), "train/termination": termination.detach()}
+        return {"train/loss_actor": torch.tensor(mask_total), "train/termination": torch.tensor(termination_total)}
 
     # --- BL / BL-Trunc -----------------------------------------------------------------------------
     def baseline_update(self, image, aux, pyramid, gts, counts, steps) -> dict:
