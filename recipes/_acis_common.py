@@ -299,7 +299,7 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
         "paper_results": benchmark.paper_results,
         "notes": notes(benchmark, args, synthetic, module) + [
             f"Measured in the same evaluation before the '{args.ablation}' stage (the actor of the init stage, "
-            "trained with BCE on sampled states): " + ", ".join(
+            "trained with BCE on its own rollouts from sampled states): " + ", ".join(
                 f"{name} {summary_before[key]:.4g}" for key, (_, name) in benchmark.metric_names.items()) + "."
         ],
         "timings_s": {**timings, "eval": round(eval_seconds, 1)},

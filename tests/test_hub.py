@@ -185,3 +185,17 @@ def test_every_registered_model_loads_offline(monkeypatch):
 def test_readme_zoo_table_is_generated_from_the_registry():
     readme = (REPO_ROOT / "README.md").read_text()
     assert zoo.registry.readme_with_table(readme) == readme, "run: python -m zoo.registry --update-readme"
+
+
+def test_generated_tables_keep_a_pipe_in_a_metric_name_inside_its_cell():
+    from zoo.publish import results_table
+
+    def cells(row):
+        return re.split(r"(?<!\\)\|", row.strip())[1:-1]
+
+    results = [{"data": "synthetic", "dataset_split": "val", "metrics": [{"type": "abs_dic", "name": "|DiC|", "value": 2.25}]}]
+    table = results_table(results).splitlines()
+    assert [len(cells(row)) for row in table] == [4, 4, 4]
+    assert cells(table[2])[2].strip() == "\\|DiC\\|"
+    for row in zoo.registry.zoo_table().splitlines():
+        assert len(cells(row)) == 8, row

@@ -80,6 +80,11 @@ def model_info(name: str) -> dict:
     return asdict(get_entry(name))
 
 
+def markdown_cell(value) -> str:
+    """`value` as the text of one markdown table cell: a `|` inside it (as in "|DiC|") would split the cell."""
+    return str(value).replace("|", "\\|")
+
+
 def zoo_table() -> str:
     """A markdown table of the registry (the README's zoo table is generated from this)."""
     lines = [
@@ -90,10 +95,9 @@ def zoo_table() -> str:
         for result in entry.results or [{}]:
             metrics = ", ".join(f"{m.get('name', m['type'])} {m['value']:.4g}" for m in result.get("metrics", []))
             measured_on = ", ".join(filter(None, [result.get("dataset_name"), result.get("dataset_split")]))
-            lines.append(
-                f"| `{entry.name}` | {entry.method} | {entry.benchmark} | {measured_on} | {metrics} "
-                f"| {entry.hardware} | `{entry.hub_repo}` | `{entry.recipe}` |"
-            )
+            cells = [f"`{entry.name}`", entry.method, entry.benchmark, measured_on, metrics, entry.hardware,
+                     f"`{entry.hub_repo}`", f"`{entry.recipe}`"]
+            lines.append("| " + " | ".join(markdown_cell(cell) for cell in cells) + " |")
     return "\n".join(lines)
 
 
