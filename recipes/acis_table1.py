@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> str:
 
     def described(label, values, command):
         measured = ", ".join(f"{name} {values[keys[kind]]:.4g}" for kind, name in names)
-        return f"{label}: {measured}" + (f" (`{command}`)" if command and "this run" not in label else "")
+        return f"{label}: {measured}" + (f" (`{command}`)" if label in args.rows else "")  # the card shows this run's
 
     origins = [f"{', '.join(row for row in args.rows if row != 'AC-NoSP')} from this run's init stage"]
     if "AC-NoSP" in args.rows:
