@@ -2,7 +2,8 @@
 
 Stages, each a Lightning fit writing `RUN_DIR/checkpoints/<stage>/last.ckpt` (re-running resumes it):
 `preproc` (foreground + angles FCN), `cvae` (pre-training), `init` (the actor trained with BCE before the
-RL stage; here on its own rollouts from ground-truth start states, see `ActorCriticModule.sampled_state_update`), `train` (the `--ablation`: AC, AC-NoKL, AC-NoSP, BL or BL-Trunc), then `eval`
+RL stage; here on its own rollouts from ground-truth start states, see `ActorCriticModule.sampled_state_update`),
+`train` (the `--ablation`: AC, AC-NoKL, AC-NoSP, BL or BL-Trunc), then `eval`
 (metrics JSON, per-image CSV, Fig.-4-style picture, Hub folder `RUN_DIR/model`, `results.json`).
 """
 

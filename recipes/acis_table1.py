@@ -14,7 +14,7 @@ import importlib
 import json
 from pathlib import Path
 
-from zoo.registry import markdown_cell
+from zoo.registry import markdown_row
 
 ROWS = ("BL", "BL-Trunc", "AC-NoKL", "AC-NoSP")
 NOTE_PREFIX = "Table 1 rows on the same split"
@@ -55,11 +55,10 @@ def main(argv: list[str] | None = None) -> str:
         row_results = json.loads((out / "results.json").read_text())
         rows.append((ablation, json.loads((out / "metrics.json").read_text()), row_results["command"]))
     keys = {kind: key for key, (kind, _) in getattr(recipe, args.benchmark.upper()).metric_names.items()}
-    lines = ["| row | " + " | ".join(markdown_cell(name) for _, name in names) + " | command |",
-             "|---" * (len(names) + 2) + "|"]
+    lines = [markdown_row(["row", *(name for _, name in names), "command"]), "|---" * (len(names) + 2) + "|"]
     for label, values, command in rows:
         cells = [label] + [f"{values[keys[kind]]:.4g}" for kind, _ in names] + [f"`{command}`" if command else ""]
-        lines.append("| " + " | ".join(markdown_cell(cell) for cell in cells) + " |")
+        lines.append(markdown_row(cells))
     table = "\n".join(lines)
     (run_dir / "table1.md").write_text(table + "\n")
 

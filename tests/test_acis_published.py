@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import zoo
+from recipes.acis_cvppp import CVPPP
+from recipes.acis_kitti import KITTI
 
-PUBLISHED = {"acis-cvppp": "recipes.acis_cvppp:CVPPP", "acis-kitti": "recipes.acis_kitti:KITTI"}
+PUBLISHED = {"acis-cvppp": CVPPP, "acis-kitti": KITTI}
 
 
 @pytest.fixture(autouse=True)
@@ -17,13 +19,6 @@ def offline(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-
-
-def benchmark_of(name: str):
-    import importlib
-
-    module, attribute = PUBLISHED[name].split(":")
-    return getattr(importlib.import_module(module), attribute)
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
@@ -39,7 +34,7 @@ def test_segment_returns_labels_at_the_input_size_in_prediction_order(name):
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_bundled_weights_reproduce_the_registered_metrics(name, tmp_path, torch_one_thread):
     entry = zoo.model_info(name)
-    benchmark = benchmark_of(name)
+    benchmark = PUBLISHED[name]
     data_dir = benchmark.write_synthetic(tmp_path / "data")
     datamodule = benchmark.datamodule(str(data_dir), 8)
     datamodule.setup("validate")

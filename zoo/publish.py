@@ -23,7 +23,7 @@ from pathlib import Path
 
 from zoo.hub import CHECKPOINT_FILES, read_model_type
 from zoo.paths import REPO_ROOT
-from zoo.registry import ENTRY_FILE, WEIGHTS_DIR, markdown_cell
+from zoo.registry import ENTRY_FILE, WEIGHTS_DIR, markdown_row
 
 MAX_CHECKPOINT_MB = 20
 ARTIFACT_PATTERNS = ("*.png", "*.csv", "metrics.json", "results.json")
@@ -39,10 +39,8 @@ def results_table(results: list[dict]) -> str:
     for result in results:
         for metric in result["metrics"]:
             lines.append(
-                "| " + " | ".join(markdown_cell(cell) for cell in (
-                    result.get("data") or result["dataset_name"], result.get("dataset_split", ""),
-                    metric.get("name", metric["type"]), _format(metric["value"]),
-                )) + " |"
+                markdown_row((result.get("data") or result["dataset_name"], result.get("dataset_split", ""),
+                              metric.get("name", metric["type"]), _format(metric["value"])))
             )
     return "\n".join(lines)
 

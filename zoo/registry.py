@@ -85,6 +85,11 @@ def markdown_cell(value) -> str:
     return str(value).replace("|", "\\|")
 
 
+def markdown_row(cells) -> str:
+    """One markdown table row of `cells`, each escaped by `markdown_cell`."""
+    return "| " + " | ".join(markdown_cell(cell) for cell in cells) + " |"
+
+
 def zoo_table() -> str:
     """A markdown table of the registry (the README's zoo table is generated from this)."""
     lines = [
@@ -97,7 +102,7 @@ def zoo_table() -> str:
             measured_on = ", ".join(filter(None, [result.get("dataset_name"), result.get("dataset_split")]))
             cells = [f"`{entry.name}`", entry.method, entry.benchmark, measured_on, metrics, entry.hardware,
                      f"`{entry.hub_repo}`", f"`{entry.recipe}`"]
-            lines.append("| " + " | ".join(markdown_cell(cell) for cell in cells) + " |")
+            lines.append(markdown_row(cells))
     return "\n".join(lines)
 
 
