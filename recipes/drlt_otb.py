@@ -38,7 +38,7 @@ from zoo.drlt.env import TrainingVideo, otb_to_normalized
 from zoo.drlt.features import FeatureCache
 from zoo.drlt.model import DRLTTracker
 from zoo.drlt.module import DRLTModule
-from zoo.drlt.networks import pretrained_backbone_state
+from zoo.backbones import RANDOM, pretrained_state, load_backbone_state
 from zoo.evaluation.otb import evaluate_sequences, format_summary, plot_otb, write_per_sequence_csv
 from zoo.paths import REPO_ROOT
 
@@ -72,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="on-disk cache of the frozen backbone's features")
 
     net = parser.add_argument_group("network")
-    net.add_argument("--backbone", default="mobilenetv3_small_100",
-                     help="timm backbone standing in for the paper's YOLO (frozen)")
-    net.add_argument("--no-pretrained-backbone", action="store_true",
-                     help="skip the attempt to fetch timm's pretrained weights (random init either way when offline)")
+    net.add_argument("--backbone", default="tf_efficientnet_lite0",
+                     help="timm backbone standing in for the paper's YOLO (frozen, ImageNet weights from zoo.backbones)")
+    net.add_argument("--random-backbone", action="store_true",
+                     help="keep the backbone randomly initialised (recorded as 'random'); without it, missing ImageNet "
+                          "weights are an error, never a silent random backbone")
     net.add_argument("--input-size", type=int, default=224, help="frames are resized to this square")
     net.add_argument("--grid-size", type=int, default=3, help="last feature map pooled to grid×grid (keeps 'where')")
     net.add_argument("--hidden-size", type=int, default=256,
@@ -207,15 +208,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     split = split_sequences(args, sequences)
 
     tracker_config = {"backbone": args.backbone, "input_size": args.input_size, "grid_size": args.grid_size,
-                      "hidden_size": args.hidden_size, "backbone_weights": "random-init"}
-    pretrained = None if args.no_pretrained_backbone else pretrained_backbone_state(args.backbone)
-    if pretrained is not None:
-        tracker_config["backbone_weights"] = "timm-pretrained"
+                      "hidden_size": args.hidden_size, "backbone_weights": RANDOM}
+    pretrained = None
+    if not args.random_backbone:
+        pretrained, tracker_config["backbone_weights"] = pretrained_state(args.backbone)
 
     # Features of every frame either protocol touches, from the frozen backbone, cached on disk.
     backbone_tracker = DRLTTracker(**tracker_config)
     if pretrained is not None:
-        backbone_tracker.backbone.body.load_state_dict(pretrained)
+        load_backbone_state(backbone_tracker.backbone.body, pretrained, args.backbone)
     cache = FeatureCache(args.cache_dir, backbone_tracker)
     needed = {seq.name: seq for seq in [s for s, _ in split.train] + split.test}
     features = {name: cache.features(name, seq.frame_paths)

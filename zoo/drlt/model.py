@@ -67,8 +67,9 @@ def flushed_denormals():
 class DRLTTracker(ZooModel):
     """Deep RL Tracker (Zhang et al. 2017). All init arguments are JSON primitives (they become config.json).
 
-    backbone_weights only records where the frozen weights came from ("timm-pretrained" or "random-init"): the
-    weights themselves are part of this module's state, so a loaded tracker never downloads anything.
+    backbone_weights only records where the frozen weights came from (`zoo.backbones`: "hub", "package:<name>" or
+    "random"; "random-init" in checkpoints written before that module): the weights themselves are part of this
+    module's state, so a loaded tracker never downloads anything.
     """
 
     model_type = "drlt"

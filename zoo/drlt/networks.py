@@ -8,34 +8,12 @@ would throw it away). The backbone stays frozen, as in the paper.
 
 from __future__ import annotations
 
-import os
-import socket
-import warnings
-
 import cv2
 import numpy as np
 import timm
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-
-def pretrained_backbone_state(name: str) -> dict[str, torch.Tensor] | None:
-    """timm's pretrained weights of `name` (features-only layout), or None with a one-line warning when they cannot
-    be had (no network and nothing in the Hugging Face cache)."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-    if not offline:
-        try:  # timm retries an unreachable hub for ~50 s; a failed name lookup says the same at once
-            socket.getaddrinfo("huggingface.co", 443)
-        except OSError:
-            warnings.warn(f"huggingface.co is unreachable: backbone {name} keeps its random initialisation", stacklevel=2)
-            return None
-    try:
-        model = timm.create_model(name, pretrained=True, features_only=True, out_indices=(-1,))
-    except Exception as error:  # noqa: BLE001 - any download/cache failure means the same thing here
-        warnings.warn(f"no pretrained weights for {name} ({type(error).__name__}): random initialisation", stacklevel=2)
-        return None
-    return model.state_dict()
 
 
 class FrozenBackbone(nn.Module):
