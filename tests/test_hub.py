@@ -198,4 +198,4 @@ def test_generated_tables_keep_a_pipe_in_a_metric_name_inside_its_cell():
     assert [len(cells(row)) for row in table] == [4, 4, 4]
     assert cells(table[2])[2].strip() == "\\|DiC\\|"
     for row in zoo.registry.zoo_table().splitlines():
-        assert len(cells(row)) == 8, row
+        assert len(cells(row)) == 9, row

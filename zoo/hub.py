@@ -25,6 +25,7 @@ MODEL_TYPES: dict[str, str] = {
     "ftmu": "zoo.ftmu.model:FTMUSegmenter",
     "ivosw": "zoo.ivosw.model:IVOSWRecommender",
     "alba": "zoo.alba.model:ALBASegmenter",
+    "segmenter": "zoo.vision.segmenter:InstanceSegmenter",
 }
 
 

@@ -97,6 +97,15 @@ def render_card(run: dict, name: str, template_path: Path, hub_repo: str, plots:
     return str(card)
 
 
+NO_BACKBONE = "none (no ImageNet backbone; trained from scratch)"
+
+
+def backbone_weights_of(model_dir: Path) -> str:
+    """Where the checkpoint's ImageNet backbone came from (`zoo.backbones` source), as its config records it."""
+    config = json.loads((model_dir / "config.json").read_text())
+    return config.get("backbone_weights", NO_BACKBONE)
+
+
 def validate_run(run_dir: Path) -> dict:
     results_path = run_dir / "results.json"
     if not results_path.is_file():
@@ -144,6 +153,7 @@ def publish(
         for path in sorted(run_dir.glob(pattern)):
             shutil.copy2(path, out / path.name)
     plots = sorted(p.name for p in out.glob("*.png"))
+    run = {**run, "backbone_weights": backbone_weights_of(run_dir / "model")}
     (out / "README.md").write_text(render_card(run, name, card_template, repo_id, plots).rstrip() + "\n")
     entry = {
         "name": name,
@@ -159,6 +169,7 @@ def publish(
         "results": run["results"],
         "trained_on": run.get("trained_on", ""),
         "hardware": run.get("hardware", ""),
+        "backbone_weights": run["backbone_weights"],
     }
     (out / ENTRY_FILE).write_text(json.dumps(entry, indent=2) + "\n")
     if push:

@@ -36,6 +36,7 @@ class ModelEntry:
     results: list = field(default_factory=list)  # [{dataset_name, dataset_split, data, metrics: [{type, name, value}]}]
     trained_on: str = ""
     hardware: str = ""
+    backbone_weights: str = ""  # where the ImageNet backbone's weights came from (zoo.backbones), or why there is none
 
     @property
     def local_dir(self) -> Path:
@@ -93,14 +94,15 @@ def markdown_row(cells) -> str:
 def zoo_table() -> str:
     """A markdown table of the registry (the README's zoo table is generated from this)."""
     lines = [
-        "| model | method | benchmark | measured on | results | hardware | Hub repo | reproduce |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | method | benchmark | measured on | results | backbone weights | hardware | Hub repo | reproduce |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in _entries().values():
         for result in entry.results or [{}]:
             metrics = ", ".join(f"{m.get('name', m['type'])} {m['value']:.4g}" for m in result.get("metrics", []))
             measured_on = ", ".join(filter(None, [result.get("dataset_name"), result.get("dataset_split")]))
-            cells = [f"`{entry.name}`", entry.method, entry.benchmark, measured_on, metrics, entry.hardware,
+            cells = [f"`{entry.name}`", entry.method, entry.benchmark, measured_on, metrics,
+                     entry.backbone_weights or "n/a", entry.hardware,
                      f"`{entry.hub_repo}`", f"`{entry.recipe}`"]
             lines.append(markdown_row(cells))
     return "\n".join(lines)

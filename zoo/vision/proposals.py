@@ -1,4 +1,4 @@
-"""Class-agnostic instance proposals from torchvision Mask R-CNN, on a whole frame or on a search region.
+"""Class-agnostic instance proposals from a Mask R-CNN, on a whole frame or on a search region.
 
 What the seeds need (`../shared/research/seeds.md` §1, §3):
 - ALBA takes every Mask R-CNN detection above a low score threshold (0.05) as a proposal, whatever its class, with
@@ -9,12 +9,20 @@ What the seeds need (`../shared/research/seeds.md` §1, §3):
   paper's slower alternative, 0.15 s/frame). ``region=(x0, y0, x1, y1)`` crops the frame, the detector resizes the
   crop to its input size as for any image, and boxes and masks are mapped back to frame coordinates.
 
+Models:
+- ``"auto"`` (default): torchvision's COCO Mask R-CNN (ResNet-50-FPN v2) when its weights can be loaded (downloaded
+  or in the torch hub cache), else the zoo's own class-agnostic segmenter ``segmenter-vos``
+  (`zoo.vision.segmenter`, trained by `recipes.segmenter_vos` on real frames), with a one-line notice. Never a
+  random detector.
+- ``"maskrcnn_resnet50_fpn"`` / ``"maskrcnn_resnet50_fpn_v2"``: torchvision's, with ``weights`` ``"DEFAULT"`` (COCO,
+  random init with a warning when they cannot be loaded), ``None`` (random init) or a state-dict path.
+- a zoo segmenter: a registered name (``"segmenter-vos"``) or a checkpoint folder.
+
 "Class-agnostic" means the COCO class is not used to filter or group proposals; torchvision still suppresses
 duplicates per class, so one object may appear under two classes. ``class_agnostic_nms_thresh`` removes those.
-``labels`` is kept for inspection (it is meaningless under random init). ALBA used Detectron's Mask R-CNN;
-torchvision's ResNet-50-FPN (v1 or v2) with COCO weights is the stand-in.
+``labels`` is kept for inspection (COCO ids; 1 = "object" for the zoo segmenter).
 
-    generator = ProposalGenerator(cache_dir="cache")  # COCO weights if loadable, else random init + warning
+    generator = ProposalGenerator(cache_dir="cache")
     proposals = generator(read_rgb(path), video="bear", frame=0, region=(x0, y0, x1, y1))
     proposals.masks  # (N, H, W) bool in frame coordinates; .boxes, .scores, .labels, .features
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
@@ -33,6 +42,8 @@ from zoo.vision import DEFAULT_WEIGHTS, build_with_weights, check_rgb
 from zoo.vision.cache import ArrayCache
 
 MODELS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+AUTO = "auto"
+ZOO_SEGMENTER = "segmenter-vos"
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,10 @@ class ProposalSettings:
     box_nms_thresh: float = 0.5
     detections_per_img: int = 100
     mask_thresh: float = 0.5
-    min_size: int = 800  # the detector resizes the shorter image side to this (torchvision's COCO setting)
-    max_size: int = 1333
-    rpn_proposals: int = 1000  # region proposals kept after the RPN's NMS; the box head's cost grows with it
+    # None keeps the model's own: torchvision COCO 800 / 1333 / 1000, the zoo segmenter its checkpoint's (384 / 683 / 300)
+    min_size: int | None = None  # the detector resizes the shorter image side to this
+    max_size: int | None = None
+    rpn_proposals: int | None = None  # region proposals kept after the RPN's NMS; the box head's cost grows with it
     class_agnostic_nms_thresh: float | None = None  # None: keep torchvision's per-class NMS only
 
 
@@ -85,46 +97,62 @@ def crop_box(region: Sequence[float], height: int, width: int) -> tuple[int, int
     return left, top, right, bottom
 
 
+def configure_detector(detector, settings: ProposalSettings) -> None:
+    """Apply ``settings`` to a torchvision ``MaskRCNN`` (None fields keep the model's own values)."""
+    heads = detector.roi_heads
+    heads.score_thresh, heads.nms_thresh = settings.box_score_thresh, settings.box_nms_thresh
+    heads.detections_per_img = settings.detections_per_img
+    if settings.min_size is not None:
+        detector.transform.min_size = (settings.min_size,)
+    if settings.max_size is not None:
+        detector.transform.max_size = settings.max_size
+    if settings.rpn_proposals is not None:
+        detector.rpn._pre_nms_top_n["testing"] = max(settings.rpn_proposals, detector.rpn._pre_nms_top_n["testing"])
+        detector.rpn._post_nms_top_n["testing"] = settings.rpn_proposals
+
+
+def state_fingerprint(module: torch.nn.Module) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_zoo_segmenter(name_or_path: str | os.PathLike):
+    from zoo.hub import load
+
+    return load(name_or_path)
+
+
 class ProposalGenerator:
     """Mask R-CNN proposals for one frame at a time, optionally cached on disk.
 
-    ``weights``: ``"DEFAULT"`` (COCO weights, random init with a warning when they cannot be loaded), ``None``
-    (random init) or a local state-dict path. ``pretrained`` says whether COCO (or file) weights were loaded.
-    Results are cached when ``cache_dir`` is set and the call names ``video`` and ``frame``.
+    ``model``: ``"auto"``, a torchvision model name of `MODELS`, or a zoo segmenter (registered name or folder); see
+    the module docstring. ``weights`` applies to the torchvision models only. ``pretrained`` says whether trained
+    weights (COCO, a file, or the zoo segmenter's) were loaded. Results are cached when ``cache_dir`` is set and the
+    call names ``video`` and ``frame``; the cache key holds the model, a fingerprint of its weights and the settings.
     """
 
     def __init__(
         self,
-        model: str = "maskrcnn_resnet50_fpn_v2",
+        model: str | os.PathLike = AUTO,
         weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
         settings: ProposalSettings = ProposalSettings(),
         cache_dir: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
     ):
-        if model not in MODELS:
-            raise ValueError(f"unknown proposal model {model!r}; choose one of {MODELS}")
-        from torchvision.models import detection
-
-        builder = getattr(detection, model)
-        default_weights = {
-            "maskrcnn_resnet50_fpn": detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1,
-            "maskrcnn_resnet50_fpn_v2": detection.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
-        }[model]
-        detector_options = dict(
-            box_score_thresh=settings.box_score_thresh,
-            box_nms_thresh=settings.box_nms_thresh,
-            box_detections_per_img=settings.detections_per_img,
-            min_size=settings.min_size,
-            max_size=settings.max_size,
-            rpn_post_nms_top_n_test=settings.rpn_proposals,
-        )
-        self.detector, self.weights_tag = build_with_weights(
-            lambda w: builder(weights=w, weights_backbone=None, progress=False, **detector_options),
-            default_weights,
-            weights,
-            seed,
-        )
+        model = str(model)
+        if model == AUTO:
+            self.detector, self.weights_tag, model = self._coco_or_zoo(settings, seed)
+        elif model in MODELS:
+            self.detector, self.weights_tag = self._torchvision(model, weights, seed)
+        else:
+            self.detector, self.weights_tag = self._zoo(model)
+        configure_detector(self.detector, settings)
         self.detector.to(device)
         self.device = torch.device(device)
         self.model_name = model
@@ -136,6 +164,47 @@ class ProposalGenerator:
         self.detector.roi_heads.mask_head.register_forward_hook(
             lambda module, inputs, output: self._mask_head_output.append(output)
         )
+
+    @staticmethod
+    def _torchvision(model: str, weights, seed: int):
+        from torchvision.models import detection
+
+        builder = getattr(detection, model)
+        default_weights = {
+            "maskrcnn_resnet50_fpn": detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1,
+            "maskrcnn_resnet50_fpn_v2": detection.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+        }[model]
+        return build_with_weights(
+            lambda w: builder(weights=w, weights_backbone=None, progress=False), default_weights, weights, seed
+        )
+
+    @staticmethod
+    def _zoo(name_or_path: str):
+        try:
+            segmenter = load_zoo_segmenter(name_or_path)
+        except (KeyError, FileNotFoundError, ValueError) as error:
+            raise ValueError(
+                f"unknown proposal model {name_or_path!r}: choose 'auto', one of {MODELS}, a zoo segmenter name "
+                f"('{ZOO_SEGMENTER}') or a segmenter checkpoint folder ({error})"
+            ) from error
+        if getattr(segmenter, "model_type", None) != "segmenter":
+            raise ValueError(f"{name_or_path!r} is a '{segmenter.model_type}' model, not an instance segmenter")
+        return segmenter.detector, f"zoo:{Path(str(name_or_path)).name}:{state_fingerprint(segmenter)}"
+
+    @classmethod
+    def _coco_or_zoo(cls, settings: ProposalSettings, seed: int):
+        import sys
+        import warnings
+
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            detector, tag = cls._torchvision("maskrcnn_resnet50_fpn_v2", DEFAULT_WEIGHTS, seed)
+        if not tag.startswith("random-init"):
+            return detector, tag, "maskrcnn_resnet50_fpn_v2"
+        print(f"[zoo] torchvision's COCO Mask R-CNN weights are unavailable; proposals come from the zoo's "
+              f"'{ZOO_SEGMENTER}' (class-agnostic, trained on real frames)", file=sys.stderr)
+        detector, tag = cls._zoo(ZOO_SEGMENTER)
+        return detector, tag, ZOO_SEGMENTER
 
     def cache_key(self, crop: tuple[int, int, int, int] | None) -> dict:
         return {
