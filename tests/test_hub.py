@@ -115,7 +115,7 @@ def test_load_is_strict_and_names_both_models(tiny_run, tmp_path):
     broken.mkdir()
     (broken / "config.json").write_text((run / "model" / "config.json").read_text())
     save_file({"layer.weight": torch.zeros(2, 3)}, broken / "model.safetensors")  # bias missing
-    with pytest.raises(RuntimeError, match="bias"):
+    with pytest.raises(ValueError, match=r"needs 1 that are not stored \(layer\.bias\)"):
         load_folder(broken)
 
 

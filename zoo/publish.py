@@ -1,4 +1,4 @@
-"""`python -m zoo.publish RUN_DIR --name NAME [--repo-id ORG/NAME --push]`: a run directory -> a Hub-ready folder.
+"""`python -m zoo.publish RUN_DIR --name NAME [--out DIR] [--force] [--push]`: a run directory -> a Hub-ready folder.
 
 A run directory, as every recipe writes it:
 
@@ -9,25 +9,39 @@ A run directory, as every recipe writes it:
     RUN_DIR/*.png, *.csv      plots and per-sequence / per-image tables
     RUN_DIR/metrics.json      the full evaluation output
 
-The folder written (default `zoo/weights/NAME`, the copy bundled with the zoo) holds the weights and config,
-the model card rendered from `model_cards/NAME.md` with `model-index` metadata built from `results.json` alone
-(so a card states only what the run measured), the plots and tables, and `zoo.json`, the registry entry.
+The folder written (default `RUN_DIR/publish/NAME`) holds the weights and config, the model card rendered from
+`model_cards/NAME.md` with `model-index` metadata built from `results.json` alone (so a card states only what the
+run measured), the plots and tables, and `zoo.json`, the registry entry with the weights' SHA-256.
+
+Nothing is lost: an existing `--out` is replaced only when it is a previous publish of the same name and `--force`
+is given (so a checkpoint bundled in `zoo/weights/NAME` is replaced only on purpose), and then by renaming a
+completely written sibling folder into place. `--push` checks the Hub login before anything is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import secrets
 import shutil
+import sys
 from pathlib import Path
 
-from zoo.hub import CHECKPOINT_FILES, read_model_type
+from zoo.hub import AUTH_HINT, CHECKPOINT_FILES, file_sha256, hub_reachable, read_model_type
 from zoo.paths import REPO_ROOT
-from zoo.registry import ENTRY_FILE, WEIGHTS_DIR, markdown_row
+from zoo import registry
+from zoo.registry import ENTRY_FILE, markdown_row
 
 MAX_CHECKPOINT_MB = 20
 ARTIFACT_PATTERNS = ("*.png", "*.csv", "metrics.json", "results.json")
 DEFAULT_ORG = "rl-vision-zoo"
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+class PublishError(ValueError):
+    """Publishing was refused or failed; the message says what was (not) written and what to do."""
 
 
 def _format(value) -> str:
@@ -126,6 +140,94 @@ def validate_run(run_dir: Path) -> dict:
     return run
 
 
+def check_name(name: str) -> None:
+    if not NAME_PATTERN.fullmatch(name):
+        raise PublishError(f"--name {name!r} is not a registry name: lower-case letters, digits and '-', starting "
+                           "with a letter or digit (e.g. drlt-otb); nothing was written")
+
+
+def previous_publish(folder: Path) -> str | None:
+    """The name in `folder`/zoo.json when the folder is the output of an earlier publish, else None."""
+    try:
+        entry = json.loads((folder / ENTRY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return entry.get("name") if isinstance(entry, dict) else None
+
+
+def check_out(out: Path, name: str, force: bool) -> None:
+    """Refuse any output that would lose something: replacing is allowed only for a previous publish of `name`
+    with `force`."""
+    if out.exists() and not out.is_dir():
+        raise PublishError(f"--out {out} is a file; nothing was written: give a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    found = previous_publish(out)
+    if found != name:
+        held = f"a publish of '{found}'" if found else f"files that are not a publish (no readable {ENTRY_FILE})"
+        raise PublishError(f"--out {out} is not empty: it holds {held}; nothing was written: give an empty or new "
+                           "folder")
+    if not force:
+        bundled = out.resolve().parent == registry.WEIGHTS_DIR.resolve()
+        held = f"the checkpoint of '{name}' bundled with the zoo" if bundled else f"a previous publish of '{name}'"
+        raise PublishError(f"{out} holds {held}; nothing was written: pass --force to replace it, or give another "
+                           "--out")
+
+
+def check_push_access(repo_id: str) -> None:
+    """Fail before anything is written when the Hub cannot take the upload: offline, unreachable or not logged in."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    nothing = "nothing was written; publish without --push now and push later, or fix it and run again"
+    if constants.HF_HUB_OFFLINE:
+        raise PublishError(f"--push needs the Hub but offline mode is on (HF_HUB_OFFLINE=1): unset it; {nothing}")
+    if not hub_reachable():
+        raise PublishError(f"--push: the Hub ({constants.ENDPOINT}) cannot be reached; {nothing}")
+    try:
+        HfApi().whoami()
+    except LocalTokenNotFoundError:
+        raise PublishError(f"--push to {repo_id}: not logged in to the Hub: {AUTH_HINT}; {nothing}") from None
+    except HfHubHTTPError as error:
+        status = getattr(error.response, "status_code", None)
+        if status == 401:
+            raise PublishError(f"--push to {repo_id}: the Hub refused the token (401 Unauthorized): {AUTH_HINT} with "
+                               f"a token that can write; {nothing}") from None
+        raise PublishError(f"--push to {repo_id}: the Hub answered {status} to the login check; {nothing}") from None
+    except Exception as error:  # noqa: BLE001 - a network failure of any client library: the push cannot happen
+        raise PublishError(f"--push: the Hub cannot be reached ({type(error).__name__}); {nothing}") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(staging, path)
+
+
+def write_replacing(out: Path, fill) -> None:
+    """`fill(folder)` writes the publish into a sibling temporary folder, which then takes `out`'s place: a
+    failure leaves `out` as it was, and the old contents go only once the new ones are complete."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.publish-{secrets.token_hex(4)}")
+    staging.mkdir()
+    try:
+        fill(staging)
+    except BaseException:
+        shutil.rmtree(staging)
+        raise
+    if not out.exists():
+        staging.rename(out)
+        return
+    retired = out.with_name(f".{out.name}.replaced-{secrets.token_hex(4)}")
+    out.rename(retired)
+    try:
+        staging.rename(out)
+    except BaseException:
+        retired.rename(out)
+        raise
+    shutil.rmtree(retired)
+
+
 def publish(
     run_dir: Path,
     name: str,
@@ -134,27 +236,22 @@ def publish(
     out: Path | None = None,
     card_template: Path | None = None,
     push: bool = False,
+    force: bool = False,
 ) -> Path:
+    check_name(name)
     run_dir = Path(run_dir)
     run = validate_run(run_dir)
     model_type = read_model_type(run_dir / "model")
     repo_id = repo_id or f"{DEFAULT_ORG}/{name}"
-    out = Path(out) if out is not None else WEIGHTS_DIR / name
+    out = Path(out) if out is not None else run_dir / "publish" / name
     card_template = Path(card_template) if card_template else REPO_ROOT / "model_cards" / f"{name}.md"
     if not card_template.is_file():
         raise FileNotFoundError(f"{card_template} is missing: write the model card template for '{name}' first")
+    check_out(out, name, force)
+    if push:
+        check_push_access(repo_id)
 
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for filename in CHECKPOINT_FILES:
-        shutil.copy2(run_dir / "model" / filename, out / filename)
-    for pattern in ARTIFACT_PATTERNS:
-        for path in sorted(run_dir.glob(pattern)):
-            shutil.copy2(path, out / path.name)
-    plots = sorted(p.name for p in out.glob("*.png"))
     run = {**run, "backbone_weights": backbone_weights_of(run_dir / "model")}
-    (out / "README.md").write_text(render_card(run, name, card_template, repo_id, plots).rstrip() + "\n")
     entry = {
         "name": name,
         "model_type": model_type,
@@ -171,17 +268,38 @@ def publish(
         "hardware": run.get("hardware", ""),
         "backbone_weights": run["backbone_weights"],
     }
-    (out / ENTRY_FILE).write_text(json.dumps(entry, indent=2) + "\n")
-    if push:
-        from huggingface_hub import HfApi
 
-        api = HfApi()
+    def fill(folder: Path) -> None:
+        for filename in CHECKPOINT_FILES:
+            shutil.copy2(run_dir / "model" / filename, folder / filename)
+        for pattern in ARTIFACT_PATTERNS:
+            for path in sorted(run_dir.glob(pattern)):
+                shutil.copy2(path, folder / path.name)
+        plots = sorted(p.name for p in folder.glob("*.png"))
+        (folder / "README.md").write_text(render_card(run, name, card_template, repo_id, plots).rstrip() + "\n")
+        entry["sha256"] = file_sha256(folder / "model.safetensors")  # of the copy published, not the run's
+        write_json(folder / ENTRY_FILE, entry)
+
+    write_replacing(out, fill)
+    if push:
+        push_folder(out, repo_id, name, entry)
+    return out
+
+
+def push_folder(out: Path, repo_id: str, name: str, entry: dict) -> None:
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
         api.create_repo(repo_id, exist_ok=True)
         commit = api.upload_folder(folder_path=str(out), repo_id=repo_id, commit_message=f"Publish {name}")
-        entry["revision"] = commit.oid
-        (out / ENTRY_FILE).write_text(json.dumps(entry, indent=2) + "\n")
-        print(f"pushed {repo_id} at revision {commit.oid} (pinned in {out / ENTRY_FILE})")
-    return out
+    except Exception as error:  # noqa: BLE001 - the folder is complete; say how to finish by hand
+        raise PublishError(f"{out} was written, but pushing it to {repo_id} failed ({type(error).__name__}: "
+                           f"{(str(error).splitlines() or [''])[0]}): upload it with `hf upload {repo_id} {out}`, "
+                           f"then set its commit as 'revision' in {out / ENTRY_FILE}") from None
+    entry["revision"] = commit.oid
+    write_json(out / ENTRY_FILE, entry)
+    print(f"pushed {repo_id} at revision {commit.oid} (pinned in {out / ENTRY_FILE})")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -189,12 +307,21 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("run_dir", type=Path, help="a run directory written by a recipe")
     parser.add_argument("--name", required=True, help="registry name, e.g. drlt-otb")
     parser.add_argument("--repo-id", default=None, help=f"Hub repo (default {DEFAULT_ORG}/NAME)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default zoo/weights/NAME)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder, empty or new (default RUN_DIR/publish/NAME); the checkpoint bundled "
+                             "with the zoo is zoo/weights/NAME")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out when it holds a previous publish of NAME (e.g. the bundled checkpoint)")
     parser.add_argument("--card-template", type=Path, default=None, help="default model_cards/NAME.md")
-    parser.add_argument("--push", action="store_true", help="upload the folder to the Hub with huggingface_hub")
+    parser.add_argument("--push", action="store_true",
+                        help=f"upload the folder to the Hub with huggingface_hub (log in first: {AUTH_HINT})")
     args = parser.parse_args(argv)
-    out = publish(args.run_dir, args.name, repo_id=args.repo_id, out=args.out,
-                  card_template=args.card_template, push=args.push)
+    try:
+        out = publish(args.run_dir, args.name, repo_id=args.repo_id, out=args.out,
+                      card_template=args.card_template, push=args.push, force=args.force)
+    except (ValueError, FileNotFoundError) as error:  # PublishError and the run's own problems
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"wrote {out}")
     return out
 

@@ -3,7 +3,8 @@
 An entry is the `zoo.json` that `python -m zoo.publish` writes into the checkpoint's Hub-ready folder
 under `zoo/weights/<name>/`; that folder is also the offline fallback of `zoo.load`. So a name is
 registered exactly when its weights ship with the zoo, and the metrics an entry reports are the ones
-its run measured.
+its run measured. An unreadable `zoo.json` hides only its own model: listings skip it with a warning, and
+asking for that name says what is wrong with the file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import difflib
 import fnmatch
 import json
 import os
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 # `ZOO_WEIGHTS_DIR` points the registry at another folder of published checkpoints (your own, or a test's).
@@ -37,6 +39,7 @@ class ModelEntry:
     trained_on: str = ""
     hardware: str = ""
     backbone_weights: str = ""  # where the ImageNet backbone's weights came from (zoo.backbones), or why there is none
+    sha256: str = ""  # of model.safetensors, written by zoo.publish; zoo.load refuses weights that differ
 
     @property
     def local_dir(self) -> Path:
@@ -44,18 +47,40 @@ class ModelEntry:
 
     @classmethod
     def from_json(cls, path: Path) -> "ModelEntry":
-        data = json.loads(path.read_text())
-        known = {name for name in cls.__dataclass_fields__}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        """The entry `path` holds; ValueError saying what is wrong with it otherwise."""
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as error:  # UnicodeDecodeError included
+            raise ValueError(f"{path} is not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an entry object")
+        fields = cls.__dataclass_fields__
+        lacking = [name for name, spec in fields.items()
+                   if spec.default is MISSING and spec.default_factory is MISSING and name not in data]
+        if lacking:
+            raise ValueError(f"{path} lacks {', '.join(lacking)}")
+        return cls(**{key: value for key, value in data.items() if key in fields})
+
+
+def _scan() -> tuple[dict[str, ModelEntry], dict[str, str]]:
+    """(entries, {folder name: why its zoo.json cannot be read}): one broken entry must not hide the others."""
+    entries, broken = {}, {}
+    for path in sorted(WEIGHTS_DIR.glob(f"*/{ENTRY_FILE}")):
+        try:
+            entry = ModelEntry.from_json(path)
+            if entry.name != path.parent.name:
+                raise ValueError(f"{path} names model '{entry.name}' but sits in folder '{path.parent.name}'")
+        except ValueError as error:
+            broken[path.parent.name] = str(error)
+            continue
+        entries[entry.name] = entry
+    return entries, broken
 
 
 def _entries() -> dict[str, ModelEntry]:
-    entries = {}
-    for path in sorted(WEIGHTS_DIR.glob(f"*/{ENTRY_FILE}")):
-        entry = ModelEntry.from_json(path)
-        if entry.name != path.parent.name:
-            raise ValueError(f"{path} names model '{entry.name}' but sits in folder '{path.parent.name}'")
-        entries[entry.name] = entry
+    entries, broken = _scan()
+    for name, why in broken.items():
+        warnings.warn(f"skipping model '{name}': {why}", stacklevel=3)
     return entries
 
 
@@ -65,7 +90,12 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_entry(name: str) -> ModelEntry:
-    entries = _entries()
+    entries, broken = _scan()
+    if name in broken:
+        raise ValueError(
+            f"model {name!r} cannot be loaded: {broken[name]}; restore the file (e.g. `git checkout` it), or remove "
+            f"{WEIGHTS_DIR / name} and publish its run again (python -m zoo.publish RUN --name {name} --out FOLDER)"
+        )
     if name not in entries:
         close = difflib.get_close_matches(name, entries, n=3, cutoff=0.4)
         hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
