@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import lightning.pytorch as L
 import numpy as np
 import torch
 
@@ -200,3 +201,28 @@ def source_balanced_weights(frames: list[InstanceFrame], source_weights: dict[st
     """Per-frame sampling weights so that each source is drawn with its share of ``source_weights``."""
     counts = {source: sum(frame.source == source for frame in frames) for source in SOURCES}
     return [source_weights.get(frame.source, 0.0) / counts[frame.source] for frame in frames]
+
+
+def collate_detection(batch):
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+class InstanceFramesDataModule(L.LightningDataModule):
+    """Source-balanced, augmented training batches; each DDP rank draws its own images (seed + 1000 × rank), decided
+    when the loader is built inside the rank's process (so it holds for spawned processes too)."""
+
+    def __init__(self, frames: list[InstanceFrame], source_weights: dict[str, float], batch_size: int,
+                 samples_per_epoch: int, short_side: int = 384, seed: int = 0):
+        super().__init__()
+        self.frames, self.source_weights, self.batch_size = frames, source_weights, batch_size
+        self.samples_per_epoch, self.short_side, self.seed = samples_per_epoch, short_side, seed
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        rank_seed = self.seed + 1000 * (self.trainer.global_rank if self.trainer is not None else 0)
+        dataset = AugmentedInstanceFrames(self.frames, short_side=self.short_side, seed=rank_seed)
+        sampler = torch.utils.data.WeightedRandomSampler(
+            source_balanced_weights(self.frames, self.source_weights), self.samples_per_epoch, replacement=True,
+            generator=torch.Generator().manual_seed(rank_seed))
+        return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
+                                           collate_fn=collate_detection)

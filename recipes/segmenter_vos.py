@@ -40,11 +40,10 @@ from lightning.pytorch.loggers import CSVLogger
 from tqdm.auto import tqdm
 
 from datamodules.instance_frames import (
-    AugmentedInstanceFrames,
     InstanceFrame,
+    InstanceFramesDataModule,
     held_out_split,
     real_frames,
-    source_balanced_weights,
     synthetic_frames,
 )
 from zoo.metrics.proposals import ProposalCoverage
@@ -52,6 +51,7 @@ from zoo.paths import REPO_ROOT, shared_dir
 from zoo.vision.segmenter import InstanceSegmenter
 from zoo.vision.segmenter_module import SegmenterModule
 
+STEPS_PER_EPOCH = 50  # optimiser steps between augmentation reseeds (an "epoch" of sampled images)
 SOURCE_WEIGHTS = {"davis2016": 0.3, "davis2017": 0.2, "coco128": 0.3, "cvppp": 0.05, "synthetic": 0.15}
 
 
@@ -101,8 +101,10 @@ def collect_frames(args) -> tuple[list[InstanceFrame], list[InstanceFrame], str]
     if realdata is None or not Path(realdata).is_dir():
         print("no ../shared/realdata: training and measuring on synthetic frames only (numbers say nothing about "
               "real frames)")
-        cut = max(1, len(synthetic) // 5)
-        return synthetic[cut:], synthetic[:cut], "synthetic DAVIS-layout frames only"
+        groups = sorted({frame.group for frame in synthetic})
+        held = set(groups[: max(1, len(groups) // 5)])  # whole sequences, as with real data
+        return ([f for f in synthetic if f.group not in held], [f for f in synthetic if f.group in held],
+                "synthetic DAVIS-layout frames only")
     train, held_out = held_out_split(real_frames(realdata), realdata)
     return train + synthetic, held_out, f"real samples under {realdata} + synthetic DAVIS-layout frames"
 
@@ -142,25 +144,15 @@ def measure(segmenter: InstanceSegmenter, frames: list[InstanceFrame], label: st
     }
 
 
-def collate(batch):
-    images, targets = zip(*batch)
-    return list(images), list(targets)
-
-
 class EpochSeed(pl.Callback):
-    """New augmentation draws every epoch (the dataset's rng is seeded by (seed, epoch, index), so runs resume)."""
+    """New augmentation draws every epoch (the dataset's rng is seeded by (seed, epoch, index)). The sampler's
+    generator is not checkpointed, so a resumed run draws other images than the uninterrupted one would have."""
 
     def on_train_epoch_start(self, trainer, pl_module):
         trainer.train_dataloader.dataset.epoch = trainer.current_epoch
 
 
 def train(args, frames: list[InstanceFrame], config: dict) -> SegmenterModule:
-    dataset = AugmentedInstanceFrames(frames, short_side=args.short_side, seed=args.seed)
-    weights = source_balanced_weights(frames, SOURCE_WEIGHTS)
-    steps_per_epoch = 50
-    sampler = torch.utils.data.WeightedRandomSampler(weights, steps_per_epoch * args.batch_size, replacement=True,
-                                                     generator=torch.Generator().manual_seed(args.seed))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, collate_fn=collate)
     module = SegmenterModule(config, total_steps=args.steps, lr=args.lr, warmup_steps=min(50, args.steps // 5))
     checkpoints = ModelCheckpoint(dirpath=args.run_dir / "checkpoints", filename="segmenter-{step:06d}",
                                   every_n_train_steps=args.checkpoint_every, save_last=True, save_top_k=1)
@@ -170,6 +162,8 @@ def train(args, frames: list[InstanceFrame], config: dict) -> SegmenterModule:
                          callbacks=[checkpoints, EpochSeed(), TQDMProgressBar(refresh_rate=10)],
                          enable_model_summary=False, log_every_n_steps=10, use_distributed_sampler=False,
                          num_sanity_val_steps=0)
+    data = InstanceFramesDataModule(frames, SOURCE_WEIGHTS, args.batch_size, STEPS_PER_EPOCH * args.batch_size,
+                                    short_side=args.short_side, seed=args.seed)
     last = args.run_dir / "checkpoints" / "last.ckpt"
     resume = None
     if args.restart and (args.run_dir / "checkpoints").is_dir():
@@ -178,7 +172,7 @@ def train(args, frames: list[InstanceFrame], config: dict) -> SegmenterModule:
         resume = last
         print(f"resuming from {last} (pass --restart to start over)")
     try:
-        trainer.fit(module, loader, ckpt_path=resume)
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
     except KeyboardInterrupt:
         print(f"interrupted: re-run the same command to resume from {last}", file=sys.stderr)
         raise
@@ -231,12 +225,18 @@ def plot_examples(segmenter: InstanceSegmenter, frames: list[InstanceFrame], pat
     plt.close(figure)
 
 
+def frame_name(frame: InstanceFrame) -> str:
+    """source/group/file: names a frame without the machine's paths."""
+    return f"{frame.source}/{frame.group}/{frame.image.name}"
+
+
 def write_run_dir(args, argv, segmenter, measured, baseline, description, train_frames, eval_frames, seconds) -> dict:
     run_dir = args.run_dir
     segmenter.half().save_pretrained(run_dir / "model")
     segmenter.float()
     metrics = {"zoo_segmenter": measured, "random_init_detector": baseline, "train_seconds": seconds,
-               "train_frames": len(train_frames), "eval_frames": [str(f.image) for f in eval_frames]}
+               "train_frames": len(train_frames), "eval_stride": args.eval_stride,
+               "eval_frames": [frame_name(frame) for frame in eval_frames]}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with open(run_dir / "per_sequence.csv", "w", newline="") as handle:
         writer = csv.writer(handle)

