@@ -31,10 +31,16 @@ Tasks (what `DAVIS(..., task=...)` checks and which annotations it reads):
   annotations is an error naming it. Sequences may lack frames (the davis-interactive test data ships annotations
   and scribbles only for blackswan): their frame names then come from the annotations and `frame(i)` names the
   missing file.
+
+Every task: a frame or annotation whose name is not a frame number (``00003 (copy).jpg``), an entry that cannot be
+read, and a hole in the annotated frames (DAVIS 2016: any frame without an annotation) are errors naming the file,
+never a skipped frame or an unannotated one. So is a first annotated frame whose largest id leaves most of 1..K
+absent (see `datamodules.vos_io.objects_in_first_frame`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,9 +59,23 @@ _SCRIBBLE_NAME = re.compile(r"^(\d{3})\.json$")
 
 
 def _image_stems(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """Frame number -> file; a name that is not a frame number (``00003 (copy).jpg``) or an entry that cannot be read
+    (a broken link, a folder) is an error naming it, since skipping it would hide a frame or an annotation."""
     if not folder.is_dir():
         return {}
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes and p.is_file()}
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in suffixes:
+            continue
+        if not path.stem.isdigit():
+            raise ValueError(
+                f"{path}: {path.stem!r} is not a frame number; DAVIS names frames and annotations 00000, 00001, ... "
+                "(a copy of a frame? remove or rename it)"
+            )
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise FileNotFoundError(f"{path} is not a readable file (a broken link or a folder?); restore it")
+        found[path.stem] = path
+    return found
 
 
 def _subfolders(folder: Path) -> list[str]:
@@ -186,6 +206,7 @@ class DAVIS(SequenceCollection):
             frame_paths = [self.frames_root / name / f"{stem}.jpg" for stem in stems]
         self._check_consecutive(name, stems)
         index_of = {stem: index for index, stem in enumerate(stems)}
+        self._check_annotated_range(name, stems, annotations, annotation_dir, frames_exist=bool(frames))
         if self.task in ("semi-supervised", "box") and stems and stems[0] not in annotations:
             raise FileNotFoundError(
                 f"the {self.task} task needs the first-frame annotation {annotation_dir / stems[0]}.png of "
@@ -202,10 +223,26 @@ class DAVIS(SequenceCollection):
             metadata=dict(self.db_info.get(name, {})) if self.db_info else {},
         )
 
+    def _check_annotated_range(
+        self, name: str, stems: list[str], annotations: dict[str, Path], folder: Path, frames_exist: bool
+    ) -> None:
+        # A missing annotation would read as "not annotated": DAVIS annotates a run of frames without holes (all of
+        # them in 2016 and train / val, frame 0 only in test-dev; the shared samples stop early, never skip).
+        if not annotations:
+            return
+        indices = [index for index, stem in enumerate(stems) if stem in annotations]
+        if self.year == 2016 and frames_exist:
+            first, last, rule = 0, len(stems) - 1, "DAVIS 2016 annotates every frame"
+        else:
+            first, last, rule = indices[0], indices[-1], f"the annotations of {name!r} run from frame {indices[0]}"
+        if len(indices) != last - first + 1:
+            missing = next(stems[i] for i in range(first, last + 1) if stems[i] not in annotations)
+            raise FileNotFoundError(
+                f"annotation {folder / missing}.png is missing: {rule} to frame {last} without a gap; restore it"
+            )
+
     def _check_consecutive(self, name: str, stems: list[str]) -> None:
         folder = self.frames_root / name
-        if not all(stem.isdigit() for stem in stems):
-            return
         numbers = [int(stem) for stem in stems]
         for expected, number in enumerate(numbers):
             if number != expected:

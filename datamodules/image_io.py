@@ -10,6 +10,7 @@ It imports no torch, so metrics load it cheaply.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -32,10 +33,35 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     _warn_if_translucent(path)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = np.fromfile(path, dtype=np.uint8)
+    if path.suffix.lower() in (".jpg", ".jpeg") and _jpeg_is_truncated(data):
+        raise ValueError(
+            f"{path}: the JPEG file is truncated (it has no end-of-image marker, and its last rows would decode as "
+            "grey); re-download or re-extract it"
+        )
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise ValueError(f"{path}: cannot read image: the file is truncated or not an image format OpenCV decodes")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_is_truncated(data: np.ndarray) -> bool:
+    # libjpeg pads a cut-off scan with grey and only prints a warning, so OpenCV's decode succeeds. A complete file
+    # ends with the end-of-image marker FFD9 (two bytes to compare, nothing to decode again); the few files that
+    # carry bytes after it are decoded once more by PIL, which raises on a truncated scan.
+    if data.size >= 2 and data[-2] == 0xFF and data[-1] == 0xD9:
+        return False
+    from PIL import ImageFile
+
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError):
+        return data.size > 0 and data[0] == 0xFF  # a JPEG cut short; anything else is left to OpenCV's message
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+    return False
 
 
 def _warn_if_translucent(path: Path) -> None:

@@ -15,6 +15,11 @@ row per frame, 1-based pixels, separated by commas, tabs or spaces). Three quirk
   the image count. This keeps truncated copies loadable (the shared Human3/Liquor samples are the first 100 frames
   with the first 100 rows) while a missing frame, a surplus image or a short ground truth is an error that names
   the file, never a silent skip.
+
+Boxes follow the toolkit where it defines what a box means: a ground-truth row that is NaN or has w or h <= 0 is
+kept, and scored as a failure (seeds.md 0.3). What it cannot score is refused, naming the file and line: an infinite
+value, a first box that cannot initialise a tracker (NaN, w or h <= 0), a box entirely outside the image, and a frame
+whose size differs from the sequence's first frame.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from datamodules.image_io import read_rgb
+from datamodules.vos_io import frame_size
 
 GROUNDTRUTH_FILE = "groundtruth_rect.txt"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -105,11 +112,10 @@ class OTBSequence:
         for path in self.frame_paths:
             yield read_rgb(path)
 
-    @property
+    @cached_property
     def image_size(self) -> tuple[int, int]:
-        """(height, width) of the first frame."""
-        height, width = self.read_frame(0).shape[:2]
-        return height, width
+        """(height, width) of the first frame, from its header."""
+        return frame_size(self.frame_paths[0])
 
 
 def read_groundtruth(path: str | Path) -> np.ndarray:
@@ -131,7 +137,37 @@ def read_groundtruth(path: str | Path) -> np.ndarray:
             ) from None
     if not rows:
         raise ValueError(f"{path} is empty: expected one x,y,w,h row per frame")
-    return np.asarray(rows, dtype=np.float64)
+    boxes = np.asarray(rows, dtype=np.float64)
+    infinite = np.flatnonzero(np.isinf(boxes).any(axis=1))
+    if infinite.size:
+        line_number = int(infinite[0]) + 1
+        raise ValueError(
+            f"{path}, line {line_number}: {boxes[infinite[0]].tolist()} is not finite; write NaN,NaN,NaN,NaN for a "
+            "frame without a box"
+        )
+    return boxes
+
+
+def _check_boxes(path: Path, boxes: np.ndarray, first_line: int, image_size: tuple[int, int], image: Path) -> None:
+    """Refuse what the toolkit cannot score: a first box unfit to initialise a tracker, a box off the image."""
+    x, y, w, h = boxes[0]
+    if not (np.isfinite(boxes[0]).all() and w > 0 and h > 0):
+        raise ValueError(
+            f"{path}, line {first_line}: the first box {boxes[0].tolist()} must have a positive width and height, "
+            "because trackers are initialised on it; correct that row"
+        )
+    height, width = image_size
+    valid = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    # 1-based boxes cover [x, x + w); the image covers [1, W + 1). No common pixel: not a box of this image.
+    outside = valid & ((boxes[:, 0] >= width + 1) | (boxes[:, 1] >= height + 1) | (boxes[:, 0] + boxes[:, 2] <= 1)
+                       | (boxes[:, 1] + boxes[:, 3] <= 1))
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise ValueError(
+            f"{path}, line {first_line + row}: box {boxes[row].tolist()} lies entirely outside the {width}x{height} "
+            f"image ({image}); are the boxes for another resolution? Correct the row, or write NaN,NaN,NaN,NaN for "
+            "a frame without the target"
+        )
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -217,7 +253,25 @@ def load_sequence(root: str | Path, name: str) -> OTBSequence:
             f"({max(images) - first + 1}, images {first}-{max(images)})"
         )
     frame_paths = [images[number] for number in range(first, last + 1)]
-    return OTBSequence(name=name, frame_paths=frame_paths, boxes=boxes, start_frame=first)
+    sequence = OTBSequence(name=name, frame_paths=frame_paths, boxes=boxes, start_frame=first)
+    _check_frame_sizes(sequence)
+    # Rows numbered from frame 1 but evaluated from a later frame (Tiger1) start further down the file.
+    first_line = first if len(rows) != len(boxes) else 1
+    _check_boxes(path, boxes, first_line, sequence.image_size, frame_paths[0])
+    return sequence
+
+
+def _check_frame_sizes(sequence: OTBSequence) -> None:
+    # Headers only (about 0.1 ms a frame): boxes are pixels of one image size, and trackers read frames by path.
+    height, width = sequence.image_size
+    for path in sequence.frame_paths[1:]:
+        other_height, other_width = frame_size(path)
+        if (other_height, other_width) != (height, width):
+            raise ValueError(
+                f"sequence {sequence.name!r}: frame {path} is {other_width}x{other_height} but "
+                f"{sequence.frame_paths[0]} is {width}x{height} (W x H); every frame must have the first frame's size: "
+                "is it from another video?"
+            )
 
 
 def discover_sequences(root: str | Path) -> list[str]:

@@ -7,8 +7,8 @@
     ImageSets/<seq>.txt                        first line the folder ("<seq>/"), then one frame name per line
 
 Per-object binary masks (foreground = any non-zero grey value) are merged into one id map, object k -> id k; where
-two objects' masks overlap, the higher id wins. Every frame is annotated; a frame with ground truth for some objects
-but not for others is an error naming the missing file.
+two objects' masks overlap, the higher id wins. Every frame is annotated: a missing ``GroundTruth/<seq>`` folder, or a
+frame without its mask for some object, is an error naming the missing file.
 """
 
 from __future__ import annotations
@@ -81,8 +81,13 @@ class SegTrackV2(SequenceCollection):
         if missing:
             raise FileNotFoundError(f"sequence {name!r}: frame {frame_folder / missing[0]}.* is missing")
         truth = self.root / "GroundTruth" / prefix
+        if not truth.is_dir():
+            raise FileNotFoundError(
+                f"sequence {name!r}: ground-truth folder {truth} does not exist; SegTrack v2 annotates every frame "
+                f"(GroundTruth/{prefix}/ or GroundTruth/{prefix}/<k>/ per object)"
+            )
         object_folders = sorted((p for p in truth.iterdir() if p.is_dir() and p.name.isdigit()),
-                                key=lambda p: int(p.name)) if truth.is_dir() else []
+                                key=lambda p: int(p.name))
         if object_folders and [int(p.name) for p in object_folders] != list(range(1, len(object_folders) + 1)):
             raise ValueError(f"{truth}: object folders must be named 1..K, found {[p.name for p in object_folders]}")
         folders = object_folders or [truth]
@@ -90,8 +95,6 @@ class SegTrackV2(SequenceCollection):
         annotations = {}
         for index, stem in enumerate(stems):
             files = [per_object.get(stem) for per_object in masks]
-            if all(f is None for f in files):
-                continue
             if any(f is None for f in files):
                 absent = folders[files.index(None)] / stem
                 raise FileNotFoundError(f"sequence {name!r}: annotation {absent}.* is missing for frame {stem}")

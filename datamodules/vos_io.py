@@ -6,7 +6,8 @@ several encodings across benchmark releases, and `read_label_png` accepts all of
 * mode ``P`` (DAVIS 2017, YouTube-VOS): the palette index is the id; the palette colours are ignored.
 * mode ``L`` / ``LA`` / ``I`` (DAVIS 2016, e.g. ``bear/00077.png`` is ``LA``; SegTrack; re-saved masks): the grey value
   is the id, except that a mask whose only values are 0 and 255 is a *binary* mask (DAVIS 2016 convention) and is
-  returned as 0/1. The alpha channel of ``LA`` is ignored.
+  returned as 0/1. The alpha channel of ``LA`` is ignored. More than `MAX_GREY_IDS` grey levels besides 0 and 255 is
+  an error: that is an anti-aliased or JPEG-compressed binary mask, not a map of ids.
 * mode ``RGB`` / ``RGBA``: grey images (R == G == B) are read as above; coloured images are mapped back through the
   DAVIS palette, and a colour outside it is an error.
 
@@ -56,6 +57,11 @@ def davis_palette() -> np.ndarray:
     return _palette()
 
 
+# More grey levels than this between 0 and 255 are the smoothed edge of a binary mask, not object ids: no VOS
+# benchmark has that many objects in one frame (the unsupervised task caps proposals at 20).
+MAX_GREY_IDS = 20
+
+
 def _grey_to_labels(grey: np.ndarray, path: Path) -> np.ndarray:
     low, high = int(grey.min(initial=0)), int(grey.max(initial=0))
     if low < 0 or high > 255:
@@ -63,7 +69,31 @@ def _grey_to_labels(grey: np.ndarray, path: Path) -> np.ndarray:
     values = set(np.unique(grey).tolist())
     if values == {0, 255} or values == {255}:
         return (grey == 255).astype(np.uint8)
+    between = len(values - {0, 255})
+    if between > MAX_GREY_IDS:
+        raise ValueError(
+            f"{path}: this greyscale mask has {between} grey levels between 0 and 255, so it looks anti-aliased or "
+            "lossy-compressed rather than a map of object ids; threshold it (values above 127 become 255) and save "
+            "it as PNG, or save the object ids as a palette PNG"
+        )
     return grey.astype(np.uint8)
+
+
+def objects_in_first_frame(labels: np.ndarray, path: Path | str) -> int:
+    """Number of objects K of a sequence whose first annotated frame is `labels`: ids 1..K, K the largest non-void id
+    (DAVIS 2017 convention, so an id missing from that frame is still an object). A K that leaves more ids absent
+    than present is an error naming `path`: a stray pixel of id 200 would otherwise make 200 objects."""
+    present = np.unique(labels[labels != VOID_LABEL])
+    present = present[present > 0]
+    count = int(present[-1]) if present.size else 0
+    if count - present.size > present.size:
+        shown = ", ".join(str(i) for i in present[:8].tolist()) + (", ..." if present.size > 8 else "")
+        raise ValueError(
+            f"{path}: the first annotated frame holds ids {shown}, so its largest id {count} would make {count} "
+            f"objects of which {count - present.size} do not appear; a stray id or a mask that is not a map of "
+            "ids? renumber the objects 1..K (0 background, 255 void)"
+        )
+    return count
 
 
 def _colours_to_labels(rgb: np.ndarray, path: Path) -> np.ndarray:
@@ -86,7 +116,11 @@ def _colours_to_labels(rgb: np.ndarray, path: Path) -> np.ndarray:
 def read_label_png(path: str | Path) -> np.ndarray:
     """Object ids of a label image as an (H, W) uint8 array (0 background, 255 void); see the module docstring."""
     path = Path(path)
-    kind, pixels = open_label_image(path)
+    return labels_from_image(*open_label_image(path), path)
+
+
+def labels_from_image(kind: str, pixels: np.ndarray, path: Path) -> np.ndarray:
+    """What `read_label_png` makes of the `open_label_image` result ``(kind, pixels)`` of `path`."""
     # Unlike instance labels, VOS ids are 8-bit, a 0/255 grey mask is binary and colours follow the DAVIS palette.
     if kind == "index":
         return pixels.astype(np.uint8)
@@ -148,8 +182,9 @@ class VideoSequence:
     `frame(i)` is the RGB frame i, `mask(i)` its (H, W) uint8 object ids (0 background, 255 void) or None where frame
     i is not annotated. `object_ids` are the objects of the sequence: given by the reader (meta data, folders) or, when
     not given, 1..(largest id in the first annotated frame), the DAVIS 2017 convention under which an id absent from
-    that frame is still an object. With `strict_ids`, an annotation holding an id outside `object_ids` is an error
-    (the official DAVIS tool stops on such ids in the semi-supervised task).
+    that frame is still an object (`objects_in_first_frame`, which refuses a largest id that leaves most ids absent).
+    With `strict_ids`, an annotation holding an id outside `object_ids` is an error (the official DAVIS tool stops on
+    such ids in the semi-supervised task).
     """
 
     def __init__(
@@ -272,9 +307,9 @@ class VideoSequence:
             if not self.annotation_files:
                 self._object_ids = ()
             else:
-                first = self._decode_annotation(self.annotation_files[self.annotated_frames[0]])
-                valid = first[first != VOID_LABEL]
-                self._object_ids = tuple(range(1, int(valid.max(initial=0)) + 1))
+                files = self.annotation_files[self.annotated_frames[0]]
+                count = objects_in_first_frame(self._decode_annotation(files), files[0])
+                self._object_ids = tuple(range(1, count + 1))
         return self._object_ids
 
     def first_frame_mask(self) -> np.ndarray:

@@ -13,12 +13,15 @@
 
 Objects can first appear after frame 0: `VideoSequence.first_appearance()` gives, per object, the frame of its
 first annotation (from meta.json), and `initial_masks()` / `initial_boxes()` its mask or box there. Annotations
-whose ids are not objects of the video in meta.json are errors naming the file.
+whose ids are not objects of the video in meta.json are errors naming the file, and so are a meta.json of another
+shape (videos as a list, a non-integer object id), a frame named other than by its number, and, in train, a frame
+that meta.json lists for an object but that has no annotation.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,9 +57,9 @@ class YouTubeVOS(SequenceCollection):
         if not meta_path.is_file():
             raise FileNotFoundError(f"YouTube-VOS meta data {meta_path} does not exist; is {self.root} a release root?")
         try:
-            self.meta = json.loads(meta_path.read_text())["videos"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{meta_path}: expected JSON {{\"videos\": {{...}}}} ({error})") from error
+            self.meta = _checked_meta(json.loads(meta_path.read_text()), meta_path)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{meta_path}: not valid JSON ({error})") from error
         names = list(videos) if videos is not None else sorted(self.meta)
         unknown = [name for name in names if name not in self.meta]
         if unknown:
@@ -68,6 +71,12 @@ class YouTubeVOS(SequenceCollection):
         if not frame_dir.is_dir():
             raise FileNotFoundError(f"video {name!r} of {meta_path} has no frame folder {frame_dir}")
         frames = {p.stem: p for p in sorted(frame_dir.glob("*.jpg"))}
+        odd = next((p for p in frames.values() if not p.stem.isdigit()), None)
+        if odd is not None:
+            raise ValueError(
+                f"{odd}: {odd.stem!r} is not a frame number; YouTube-VOS names frames 00000.jpg, 00005.jpg, ... "
+                "(a copy of a frame? remove or rename it)"
+            )
         annotations = {p.stem: p for p in sorted((self.annotations_root / name).glob("*.png"))}
         stray = [stem for stem in annotations if stem not in frames]
         if stray:
@@ -95,6 +104,14 @@ class YouTubeVOS(SequenceCollection):
                     f"{self.annotations_root / name / first}.png does not exist"
                 )
             first_appearance[object_id] = index_of[first]
+            if self.split == "train":
+                # Train annotates every listed frame; a lost file would otherwise read as "not annotated".
+                lost = next((stem for stem in listed if stem not in annotations), None)
+                if lost is not None:
+                    raise FileNotFoundError(
+                        f"annotation {self.annotations_root / name / lost}.png does not exist, but frame {lost} is "
+                        f"listed in {meta_path} for object {object_id} of {name!r}; restore it"
+                    )
         categories = {object_id: objects[str(object_id)].get("category") for object_id in object_ids}
         return VideoSequence(
             name,
@@ -111,6 +128,28 @@ class YouTubeVOS(SequenceCollection):
 
     def _where(self) -> str:
         return str(self.root / self.split)
+
+
+def _checked_meta(meta: Any, path: Path) -> dict:
+    """``meta["videos"]``, checked to be {video: {"objects": {"<int>": {"frames": [str, ...], ...}}}}."""
+    videos = meta.get("videos") if isinstance(meta, dict) else None
+    if not isinstance(videos, dict):
+        raise ValueError(f'{path}: "videos" must map video names to their objects: {{"videos": {{"<video>": '
+                         '{"objects": {"1": {"category": ..., "frames": ["00000", ...]}}}}}}')
+    for name, video in videos.items():
+        objects = video.get("objects", {}) if isinstance(video, dict) else None
+        if not isinstance(objects, dict):
+            raise ValueError(f'{path}: video {name!r} must be {{"objects": {{"<id>": {{...}}}}}}, got {video!r:.80}')
+        for key, entry in objects.items():
+            if not re.fullmatch(r"[1-9][0-9]*", key):
+                raise ValueError(f"{path}: video {name!r} has object id {key!r}; object ids are integers 1, 2, ...")
+            frames = entry.get("frames", []) if isinstance(entry, dict) else None
+            if not isinstance(frames, list) or not all(isinstance(stem, str) for stem in frames):
+                raise ValueError(
+                    f'{path}: object {key!r} of video {name!r} must be {{"category": ..., "frames": ["00000", ...]}} '
+                    f'with "frames" a list of frame names, got {entry!r:.80}'
+                )
+    return videos
 
 
 def youtube_vos_datamodule(root: str | Path, year: int = 2019, **loader_options: Any):

@@ -92,9 +92,14 @@ def test_clear_errors_name_the_file_and_the_fix(golden, tmp_path):
     write_label_png(results_dir / "e_lateobj" / "00004.png", labels)
     with pytest.raises(SystemExit, match=r"e_lateobj.*predicted id 2"):
         evaluate_main(base)
-    with pytest.raises(SystemExit, match=r"ImageSets/2017/val\.txt does not exist; name the sequences with --seq"):
-        (tmp_path / "DAVIS" / "Annotations" / "480p").mkdir(parents=True)
-        evaluate_main(["davis", "--davis-root", str(tmp_path / "DAVIS"), "--results-dir", str(results_dir)])
+    (tmp_path / "DAVIS" / "Annotations" / "480p").mkdir(parents=True)
+    davis_root = ["davis", "--davis-root", str(tmp_path / "DAVIS"), "--results-dir", str(results_dir)]
+    with pytest.raises(SystemExit, match=r"no ground-truth label PNGs in .*DAVIS/Annotations/480p/e_lateobj"):
+        evaluate_main(davis_root)  # no image set: the results' sequences, which this root lacks
+    (tmp_path / "DAVIS" / "ImageSets" / "2017").mkdir(parents=True)
+    (tmp_path / "DAVIS" / "ImageSets" / "2017" / "train.txt").write_text("e_lateobj\n")
+    with pytest.raises(SystemExit, match=r"no image set 'val' in .*ImageSets/2017 .*available: train"):
+        evaluate_main(davis_root)
     write_label_png(results_dir / "e_lateobj" / "00004.png", labels[:50])
     with pytest.raises(SystemExit, match=r"00004\.png is 128×50, but the sequence's masks are 128×96"):
         evaluate_main(base)

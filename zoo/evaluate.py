@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -41,9 +42,40 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if getattr(args, "_missing", False):
         parser.error(f"the '{args.benchmark}' evaluation is not part of this version of the zoo")
+    if args.json is not None:
+        check_output_file(args.json, "--json", args.benchmark)
     results = importlib.import_module(args._module).run(args)
     print_results(results, args.json)
     return results
+
+
+def check_output_file(path: Path, option: str, benchmark: str) -> None:
+    """Stop before any scoring (a one-line error) when `path` cannot become a file: scores must not be lost to a
+    traceback at the end."""
+    if path.is_dir():
+        _refuse(benchmark, f"{option} {path} is a directory; give a file name, such as {path / 'results.json'}")
+    _check_creatable(path.parent, option, benchmark)
+
+
+def check_output_dir(path: Path, option: str, benchmark: str) -> None:
+    """As `check_output_file`, for an output folder (created if needed)."""
+    if path.exists() and not path.is_dir():
+        _refuse(benchmark, f"{option} {path} is a file, not a folder; give a folder for the output files")
+    _check_creatable(path, option, benchmark)
+
+
+def _check_creatable(folder: Path, option: str, benchmark: str) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        _refuse(benchmark, f"{option} {folder}: {existing} is a file, not a folder; choose another path")
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        _refuse(benchmark, f"{option} {folder}: cannot write into {existing} (permission denied); choose another path")
+
+
+def _refuse(benchmark: str, message: str) -> None:
+    raise SystemExit(f"python -m zoo.evaluate {benchmark}: error: {message}")
 
 
 def print_results(results: dict, json_path: Path | None = None) -> None:

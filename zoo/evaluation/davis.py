@@ -5,7 +5,13 @@
 
 R holds `<seq>/<frame>.png` label PNGs named like the ground truth (predictions for the unevaluated first and last
 frames of the semi-supervised task may be absent). From the DAVIS root only `Annotations/480p` (unsupervised:
-`Annotations_unsupervised/480p`) and, without `--sequences`, `ImageSets/<year>/<set>.txt` are read. The results are
+`Annotations_unsupervised/480p`) and, without `--sequences`, the image set are read: `ImageSets/<year>/<set>.txt`
+(2017: one name per line) or `ImageSets/480p/<set>.txt` (2016: frame / annotation path pairs); a root without any
+image set file is evaluated on the sequences found in R, with a note on stderr.
+
+Frames are paired by name, and the ground truth of a sequence must be numbered without a gap (a missing file is an
+error, not a shorter sequence). A 0/255 greyscale prediction is one object (the DAVIS 2016 convention), so for a
+sequence with several objects it is refused, where the official tool stops on its id 255. The results are
 returned (and printed by the dispatcher) as JSON with the official keys plus `per_object`, and the official tool's two
 CSV files (`global_results-<set>.csv`, `per-sequence_results-<set>.csv`) are written into R; unlike the official tool,
 existing CSV files are overwritten rather than reused. Sequences are scored in parallel processes (`--workers`).
@@ -18,13 +24,15 @@ import csv
 import multiprocessing
 import os
 import struct
+import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from datamodules.vos_io import read_label_png
-from zoo.evaluate import print_results
+from datamodules.image_io import open_label_image
+from datamodules.vos_io import labels_from_image, objects_in_first_frame
+from zoo.evaluate import check_output_file, print_results
 from zoo.metrics.davis import GLOBAL_KEYS, TASKS, SequenceResult, evaluate_sequence, summarize
 
 ANNOTATION_FOLDERS = {"semi-supervised": "Annotations", "unsupervised": "Annotations_unsupervised"}
@@ -46,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    for csv_path in official_csv_paths(args.results_dir, args.set):
+        check_output_file(csv_path, "--results-dir (official CSV)", "davis")
     try:
         gt_dir = _ground_truth_dir(args)
         sequences = _sequence_names(args, gt_dir)
@@ -73,31 +83,80 @@ def _sequence_names(args, gt_dir: Path) -> list[str]:
         return list(args.sequences)
     if args.gt_dir is not None:
         return sorted(path.name for path in gt_dir.iterdir() if path.is_dir())
-    image_set = args.davis_root / "ImageSets" / args.year / f"{args.set}.txt"
-    if not image_set.is_file():
-        raise FileNotFoundError(f"{image_set} does not exist; name the sequences with --sequences, or fix --set/--year")
-    return [line.strip() for line in image_set.read_text().splitlines() if line.strip()]
+    folders = [args.davis_root / "ImageSets" / args.year, args.davis_root / "ImageSets" / args.resolution]
+    for folder in folders:
+        if (folder / f"{args.set}.txt").is_file():
+            return read_image_set(folder / f"{args.set}.txt")
+    available = sorted({path.stem for folder in folders for path in folder.glob("*.txt")})
+    if available:
+        raise FileNotFoundError(
+            f"no image set {args.set!r} in {folders[0]} or {folders[1]} (available: {', '.join(available)}); "
+            "fix --set / --year, or name the sequences with --sequences"
+        )
+    names = sorted(path.name for path in args.results_dir.iterdir() if path.is_dir())
+    print(f"note: no image set file in {folders[0]} or {folders[1]}: evaluating the {len(names)} sequence(s) "
+          f"of {args.results_dir}", file=sys.stderr)
+    return names
+
+
+def read_image_set(path: Path) -> list[str]:
+    """Sequence names of an image set file, in order: 2017 lists names, 2016 frame / annotation path pairs."""
+    names: list[str] = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        parts = line.split()[0].strip("/").split("/")
+        name = parts[-2] if len(parts) >= 2 else parts[0]
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def read_sequence(gt_dir: Path, results_dir: Path, sequence: str, task: str) -> tuple[np.ndarray, np.ndarray]:
     """(T, H, W) ground-truth and predicted labels; unevaluated prediction frames are left at 0 and not read."""
-    gt_paths = sorted((gt_dir / sequence).glob("*.png"))
-    if not gt_paths:
-        raise FileNotFoundError(f"no ground-truth label PNGs in {gt_dir / sequence}")
-    first = _read_sized(gt_paths[0], None)
+    gt_paths = _ground_truth_paths(gt_dir / sequence)
+    first, _ = _read_sized(gt_paths[0], None)
+    num_objects = objects_in_first_frame(first, gt_paths[0])
     gt = np.empty((len(gt_paths), *first.shape), dtype=np.uint8)
     pred = np.zeros_like(gt)
     gt[0] = first
     evaluated = range(1, len(gt_paths) - 1) if task == "semi-supervised" else range(len(gt_paths))
     for index, gt_path in enumerate(gt_paths):
         if index:
-            gt[index] = _read_sized(gt_path, first.shape)
+            gt[index], _ = _read_sized(gt_path, first.shape)
         if index in evaluated:
             pred_path = results_dir / sequence / gt_path.name
             if not pred_path.is_file():
                 raise FileNotFoundError(f"missing prediction {pred_path} (predictions are named like {gt_path})")
-            pred[index] = _read_sized(pred_path, first.shape)
+            pred[index], binary = _read_sized(pred_path, first.shape)
+            if binary and num_objects > 1:
+                raise ValueError(
+                    f"{pred_path} is a binary 0/255 mask, but {sequence!r} has {num_objects} objects: the official "
+                    f"tool stops on it (255 is no object id); save the ids 1..{num_objects} as a palette PNG"
+                )
     return gt, pred
+
+
+def _ground_truth_paths(folder: Path) -> list[Path]:
+    """The label PNGs of one sequence in frame order; a gap in their numbering is an error naming the missing file."""
+    paths = sorted(folder.glob("*.png"))
+    if not paths:
+        raise FileNotFoundError(f"no ground-truth label PNGs in {folder}")
+    numbered = [path for path in paths if path.stem.isdigit()]
+    if numbered and len(numbered) != len(paths):
+        odd = next(path for path in paths if not path.stem.isdigit())
+        raise ValueError(f"{odd}: {odd.stem!r} is not a frame number like its neighbours (a copy?); remove or rename")
+    if numbered:
+        paths.sort(key=lambda path: int(path.stem))
+        start, width = int(paths[0].stem), len(paths[0].stem)
+        for offset, path in enumerate(paths):
+            if int(path.stem) != start + offset:
+                missing = folder / f"{start + offset:0{width}d}.png"
+                raise FileNotFoundError(
+                    f"ground truth {missing} is missing (the next file is {path.name}); frames are paired by name, "
+                    "so every frame needs its annotation: restore it"
+                )
+    return paths
 
 
 def read_palette_png_fast(path: Path) -> np.ndarray | None:
@@ -134,15 +193,18 @@ def read_palette_png_fast(path: Path) -> np.ndarray | None:
     return rows[:, 1:]
 
 
-def _read_sized(path: Path, shape: tuple[int, ...] | None) -> np.ndarray:
-    labels = read_palette_png_fast(path)
+def _read_sized(path: Path, shape: tuple[int, ...] | None) -> tuple[np.ndarray, bool]:
+    """Ids of a label PNG, checked against `shape`, and whether the file was a 0/255 greyscale (binary) mask."""
+    labels, binary = read_palette_png_fast(path), False
     if labels is None:
-        labels = read_label_png(path)
+        kind, pixels = open_label_image(path)
+        labels = labels_from_image(kind, pixels, path)
+        binary = kind == "grey" and int(pixels.max(initial=0)) == 255 and int(labels.max(initial=0)) == 1
     if shape is not None and labels.shape != shape:
         raise ValueError(
             f"{path} is {labels.shape[1]}×{labels.shape[0]}, but the sequence's masks are {shape[1]}×{shape[0]}"
         )
-    return labels
+    return labels, binary
 
 
 def _single_threaded_opencv() -> None:
@@ -196,10 +258,14 @@ def _official_number(value: float) -> str:
     return "" if np.isnan(value) else f"{value:.3f}"  # pandas' to_csv(float_format="%.3f"), NaN as an empty cell
 
 
+def official_csv_paths(results_dir: Path, image_set: str = "val") -> tuple[Path, Path]:
+    return (Path(results_dir) / f"global_results-{image_set}.csv",
+            Path(results_dir) / f"per-sequence_results-{image_set}.csv")
+
+
 def write_official_csvs(results: dict, results_dir: Path, image_set: str = "val") -> tuple[Path, Path]:
     """`global_results-<set>.csv` and `per-sequence_results-<set>.csv` with the official tool's columns and format."""
-    global_path = Path(results_dir) / f"global_results-{image_set}.csv"
-    per_object_path = Path(results_dir) / f"per-sequence_results-{image_set}.csv"
+    global_path, per_object_path = official_csv_paths(results_dir, image_set)
     with open(global_path, "w", newline="") as file:
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(GLOBAL_KEYS)
@@ -221,6 +287,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.json is not None:
+        check_output_file(args.json, "--json", "davis")
     results = run(args)
     print_results(results, args.json)
     return results

@@ -5,7 +5,10 @@ commas, tabs or spaces: the OTB toolkit's results format; `Jogging-1.txt` as pys
 for `Jogging.1`). Only the ground-truth files of the data directory are read, never the images, and the toolkit's
 frame ranges apply (see `datamodules.otb`). A sequence whose results file is missing, or whose row count differs
 from its evaluated frames, is refused with a message naming the file: the reference silently truncates both to
-the shorter length, which hides results written for another frame range.
+the shorter length, which hides results written for another frame range. So is a predicted box with a negative
+width or height (swapped corners keep the true centre and would pass precision@20), and an infinite value anywhere.
+Invalid ground-truth rows are scored as the reference scores them: a NaN row fails every threshold, a row with w or
+h <= 0 has IoU 0 and fails the success curve (the toolkit's "invalid rows are failures").
 
 Scores follow got10k's `ExperimentOTB` (see `zoo.metrics.otb`): per-sequence curves averaged over sequences,
 success AUC = mean of the 21-point success curve, precision@20 = precision curve at 20 px.
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.otb import read_groundtruth, read_sequence_groundtruth, sequence_names
+from zoo.evaluate import check_output_dir, check_output_file
 from zoo.metrics.otb import (
     PRECISION_AT,
     PRECISION_THRESHOLDS,
@@ -46,10 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.plot is not None:
+        check_output_dir(args.plot, "--plot", "otb")
+    if args.csv is not None:
+        check_output_file(args.csv, "--csv", "otb")
     try:
         names = sequence_names(args.data_dir, args.sequences)
         groundtruths = {name: read_sequence_groundtruth(args.data_dir, name) for name in names}
-        predictions = {name: read_groundtruth(results_file(args.results_dir, name)) for name in names}
+        predictions = {name: read_results(results_file(args.results_dir, name)) for name in names}
         results = evaluate_sequences(predictions, groundtruths)
     except (OSError, ValueError, KeyError) as error:
         # Bad input is the user's to fix: say what is wrong in one line instead of a traceback.
@@ -71,6 +79,20 @@ def results_file(results_dir: Path, name: str) -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"no results for sequence {name!r}: expected {candidates[0]} (one x,y,w,h row per frame)")
+
+
+def read_results(path: Path) -> np.ndarray:
+    """A tracker's x, y, w, h rows; a row with a negative width or height is refused rather than scored."""
+    boxes = read_groundtruth(path)
+    with np.errstate(invalid="ignore"):
+        flipped = np.flatnonzero((boxes[:, 2] < 0) | (boxes[:, 3] < 0))
+    if flipped.size:
+        # Its centre can still be right ((x + w, y + h, -w, -h) has the true one), which would pass precision@20.
+        raise ValueError(
+            f"{path}, line {flipped[0] + 1}: {boxes[flipped[0]].tolist()} has a negative width or height; OTB results "
+            "are x, y, w, h with (x, y) the top-left corner (corners swapped, or x1, y1, x2, y2 written?)"
+        )
+    return boxes
 
 
 def evaluate_sequences(predictions: Mapping[str, np.ndarray], groundtruths: Mapping[str, np.ndarray]) -> dict:
