@@ -51,8 +51,10 @@ def write_rows(path, count, delimiter=","):
 def test_real_samples_load_with_frames_paired_to_rows(realdata):
     root = realdata / "OTB"
     sequences = {seq.name: seq for seq in load_otb(root)}
-    assert {name: len(seq) for name, seq in sequences.items()} == {
-        "Crossing": 120, "Deer": 71, "Human3": 100, "Liquor": 100, "Singer2": 366}
+    lengths = {name: len(seq) for name, seq in sequences.items()}
+    expected = {"Crossing": 120, "Deer": 71, "Human3": 100, "Liquor": 100, "Singer2": 366, "DragonBaby": 113,
+                "Human7": 250, "Skiing": 81, "Freeman1": 326}  # ../shared/realdata/MANIFEST.md
+    assert {name: lengths.get(name) for name in expected} == expected
     crossing = sequences["Crossing"]  # tab separated in the release
     np.testing.assert_array_equal(crossing.boxes[0], [205, 151, 17, 50])
     assert crossing.boxes.dtype == np.float64 and crossing.boxes.shape == (120, 4)

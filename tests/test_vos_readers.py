@@ -25,8 +25,10 @@ from datamodules.youtube_vos import YouTubeVOS
 
 def test_real_davis2016(realdata):
     train = DAVIS(realdata / "DAVIS2016", year=2016, split="train")
-    assert train.names == ["bear", "dog-agility", "tennis"]  # from the frame-pair lines of ImageSets/480p
-    assert DAVIS(realdata / "DAVIS2016", year=2016, split="val").names == ["blackswan", "car-shadow"]
+    # From the frame-pair lines of ImageSets/480p (../shared/realdata/MANIFEST.md lists the same).
+    assert train.names == ["bear", "dog-agility", "motorbike", "rollerblade", "surf", "tennis"]
+    assert DAVIS(realdata / "DAVIS2016", year=2016, split="val").names == [
+        "blackswan", "car-shadow", "drift-chicane", "scooter-black"]
     bear = train["bear"]
     assert len(bear) == 82 and bear.annotated_frames == list(range(82))
     assert bear.metadata["attributes"] == ["DEF"]
