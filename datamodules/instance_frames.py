@@ -52,7 +52,7 @@ class InstanceFrame:
                 raise ValueError(f"{self.labels} is {labels.shape} but {self.image} is {rgb.shape[:2]} (H, W)")
             ids = [int(i) for i in np.unique(labels) if i not in (0, 255)]
             masks = np.stack([labels == i for i in ids]) if ids else np.zeros((0, *labels.shape), bool)
-        keep = masks.reshape(len(masks), -1).sum(1) >= MIN_INSTANCE_PIXELS
+        keep = masks.sum(axis=(1, 2)) >= MIN_INSTANCE_PIXELS
         return rgb, masks[keep]
 
 
@@ -188,7 +188,7 @@ class AugmentedInstanceFrames(torch.utils.data.Dataset):
         masks = masks[:, top : top + self.max_side, left : left + self.max_side].astype(bool)
         if rng.random() < 0.5:
             rgb, masks = rgb[:, ::-1], masks[:, :, ::-1]
-        masks = masks[masks.reshape(len(masks), -1).sum(1) >= MIN_INSTANCE_PIXELS]
+        masks = masks[masks.sum(axis=(1, 2)) >= MIN_INSTANCE_PIXELS]
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255
         brightness, contrast, saturation = rng.uniform(0.75, 1.25, size=3)
         grey = image.mean(0, keepdim=True)

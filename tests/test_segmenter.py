@@ -86,6 +86,20 @@ def test_real_frames_hold_out_whole_davis2016_val_sequences(realdata):
     assert any(frame.source == "coco128" for frame in held_out) and any(f.source == "cvppp" for f in train)
 
 
+def test_frames_without_objects_read_as_empty(tmp_path):
+    from datamodules.vos_io import write_label_png
+
+    image, labels = tmp_path / "00000.jpg", tmp_path / "00000.png"
+    import cv2
+
+    cv2.imwrite(str(image), np.zeros((20, 30, 3), np.uint8))
+    write_label_png(labels, np.zeros((20, 30), np.uint8))
+    frame = InstanceFrame("davis2016", "empty", image, labels)
+    assert frame.read()[1].shape == (0, 20, 30)
+    _, target = AugmentedInstanceFrames([frame], short_side=20, max_side=30)[0]
+    assert target["boxes"].shape == (0, 4) and target["masks"].shape[0] == 0
+
+
 def test_augmentation_keeps_masks_and_boxes_together(realdata):
     frames = [frame for frame in real_frames(realdata) if frame.source == "coco128"][:3]
     dataset = AugmentedInstanceFrames(frames, short_side=128, max_side=160, seed=3)
@@ -110,7 +124,8 @@ def test_segmenter_trains_and_detects(tiny_segmenter):
     masks[0, 20:60, 30:90] = True
     segmenter.train()
     assert segmenter.detector.transform.min_size == (96,)
-    losses = segmenter([image], [masks_to_target(masks)])
+    # A frame without objects (DAVIS 2016 surf/00054.png is empty) is a negative example, not a crash.
+    losses = segmenter([image, torch.rand(3, 64, 64)], [masks_to_target(masks), masks_to_target(masks[:0, :64, :64])])
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
     sum(losses.values()).backward()
     frozen = segmenter.detector.backbone.body.conv_stem.weight

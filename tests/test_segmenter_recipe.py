@@ -1,6 +1,9 @@
-"""recipes.segmenter_vos end to end on synthetic frames alone: it learns (held-out sequences, against the same
-detector at random init), writes a complete run directory, and a re-run resumes instead of starting over."""
+"""recipes.segmenter_vos end to end on synthetic frames alone: a run stopped mid-epoch resumes when its command is
+run again, it learns (held-out sequences, against the same detector at random init), and its run directory is
+complete and publishable."""
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -14,9 +17,19 @@ pytestmark = pytest.mark.slow
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("segmenter_recipe")
     argv = ["--realdata", "none", "--synthetic-dir", str(root / "synthetic"), "--synthetic-sequences", "5",
-            "--steps", "120", "--short-side", "240", "--min-size", "240", "--checkpoint-every", "60",
+            "--short-side", "240", "--min-size", "240", "--checkpoint-every", "35",
             "--run-dir", str(root / "run"), "--threads", "2"]
-    return root / "run", argv, segmenter_vos.main(argv)
+    segmenter_vos.main(argv + ["--steps", "70", "--skip-baseline"])  # stops mid-epoch (50 steps an epoch)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        metrics = segmenter_vos.main(argv + ["--steps", "140"])
+    return root / "run", printed.getvalue(), metrics
+
+
+def test_rerun_resumes_mid_epoch_from_the_last_checkpoint(run):
+    run_dir, printed, _ = run
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in printed
+    assert (run_dir / "checkpoints" / "segmenter-step=000140.ckpt").is_file()
 
 
 def test_training_beats_random_init_on_held_out_synthetic_sequences(run):
@@ -41,9 +54,3 @@ def test_run_directory_is_complete_and_publishable(run, tmp_path):
     out = publish(run_dir, "segmenter-vos", out=tmp_path / "segmenter-vos",
                   card_template=REPO_ROOT / "model_cards" / "segmenter-vos.md")
     assert load_folder(out, expected_type="segmenter").backbone_weights.startswith("package:")
-
-
-def test_rerun_resumes_from_the_last_checkpoint(run, capsys):
-    run_dir, argv, _ = run
-    segmenter_vos.main(argv + ["--skip-baseline"])
-    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in capsys.readouterr().out

@@ -18,10 +18,11 @@ class SegmenterModule(pl.LightningModule):
         self.save_hyperparameters()
         self.segmenter = InstanceSegmenter(**segmenter_config)
 
-    def on_train_epoch_start(self):
+    def on_train_batch_start(self, batch, batch_index):
         # InstanceSegmenter is built in eval mode (it is an inference model first), and Lightning leaves submodules
-        # in whatever mode they were created in.
-        self.segmenter.train()
+        # in whatever mode they were created in (a run resumed mid-epoch skips on_train_epoch_start).
+        if not self.segmenter.training:
+            self.segmenter.train()
 
     def training_step(self, batch, batch_index):
         images, targets = batch
