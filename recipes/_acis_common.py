@@ -1,6 +1,8 @@
 """Shared driver of the ACIS recipes (`recipes.acis_cvppp`, `recipes.acis_kitti`).
 
-Stages, each a Lightning fit writing `RUN_DIR/checkpoints/<stage>/last.ckpt` (re-running resumes it):
+Stages, each a Lightning fit writing `RUN_DIR/checkpoints/<stage>/last.ckpt` every `--checkpoint-every` epochs and
+at its end (re-running the command skips finished stages and resumes an interrupted one; `--restart` starts the
+stages it runs over; see `recipes._run_dir`):
 `preproc` (foreground + angles FCN), `cvae` (pre-training), `init` (the actor trained with BCE before the
 RL stage; here on its own rollouts from ground-truth start states, see `ActorCriticModule.sampled_state_update`),
 `train` (the `--ablation`: AC, AC-NoKL, AC-NoSP, BL or BL-Trunc), then `eval`
@@ -22,9 +24,10 @@ from typing import Callable
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warnings, progress, quiet_lightning
+from recipes._run_dir import RunDirectory, checkpoint_state
 from zoo.acis.module import ActorCriticModule, CVAEModule, PreprocessingModule
 from zoo.acis.networks import ACISConfig
 
@@ -96,7 +99,7 @@ def evaluate_segmenter(segmenter, dataset, metrics, examples: int = 4):
     """Segment every image of `dataset`, score it with `metrics` (a per-image torchmetrics Metric), and return the
     summary, per-image rows (with predicted and ground-truth counts) and a few examples to draw."""
     rows, drawn = [], []
-    for index in range(len(dataset)):
+    for index in progress(range(len(dataset)), desc="evaluating", unit="image"):
         item = dataset[index]
         image = image_to_uint8(item["image"])
         labels, order = segmenter.segment(image)
@@ -148,19 +151,37 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; data loading runs in one worker process beside them (default 1: "
                         "more threads oversubscribe a small shared CPU badly)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--restart", action="store_true",
+                     help="start the stages this command runs over, deleting their checkpoints (default: resume)")
+    run.add_argument("--checkpoint-every", type=int, default=5, help="epochs between checkpoints within a stage")
+    run.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                     help="also checkpoint at the first epoch end this many minutes after the last checkpoint")
+    run.add_argument("--accelerator", default="cpu", help="Lightning accelerator, e.g. gpu")
+    run.add_argument("--devices", default="1", help="Lightning Trainer devices: one (ACIS trains in one process)")
+    run.add_argument("--num-nodes", type=int, default=1)
+    run.add_argument("--strategy", default="auto", help="Lightning strategy")
     return parser
 
 
 def main(benchmark: Benchmark, argv: list[str] | None = None) -> dict:
+    """The results (or the timings when `eval` did not run)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(benchmark).parse_args(argv)
+    quiet_lightning()
+    module_name = "recipes." + benchmark.name.replace("-", "_")
+    with RunDirectory(args.run_dir, command=["python", "-m", module_name, *argv]) as run:
+        return run_stages(benchmark, args, argv, run)
+
+
+def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -> dict:
     # the command that reproduces the run: --stage only picks which part of the same pipeline runs now
-    kept = [a for i, a in enumerate(argv or []) if a != "--stage" and (i == 0 or (argv or [])[i - 1] != "--stage")]
+    kept = [a for i, a in enumerate(argv) if a not in ("--stage", "--restart") and (i == 0 or argv[i - 1] != "--stage")]
     command = "python -m recipes." + benchmark.name.replace("-", "_") + "".join(" " + a for a in kept)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pl.seed_everything(args.seed, workers=True)
+    pl.seed_everything(args.seed, workers=True, verbose=False)
     run_dir = args.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     synthetic = args.data_dir is None
     data_dir = benchmark.write_synthetic(run_dir / "data") if synthetic else args.data_dir
     data_dir = str(data_dir)  # Lightning stores the datamodule hparams in checkpoints: keep them weights_only-safe
@@ -177,18 +198,39 @@ def main(benchmark: Benchmark, argv: list[str] | None = None) -> dict:
         stages = ("train", "eval")
     epochs = lambda n: max(1, round(n * args.epochs_scale))  # noqa: E731
     timings = {}
+    if args.restart:
+        for stage in stages:
+            run.discard_checkpoints(stage)
 
     def source(stage: str) -> Path:
         return source_of(args, run_dir, stage)
 
+    def fit(module, stage: str, max_epochs: int) -> bool:
+        """Trains the stage (False when it had finished already)."""
+        identity = {"stage": stage, "hparams": dict(module.hparams), "seed": args.seed,
+                    "data": "synthetic" if synthetic else str(Path(data_dir).resolve())}
+        resume = run.resume_checkpoint(stage, identity)
+        if resume is not None:
+            state = checkpoint_state(resume)
+            if state["complete"] and state["epochs"] >= max_epochs:
+                return False
+        trainer = stage_trainer(args, run, stage, max_epochs, identity)
+        print(f"[acis] stage {stage}: {max_epochs} epochs -> {run.last_checkpoint(stage)}", file=sys.stderr)
+        # the datamodule's validation split is for `eval`, not for the fit
+        with expected_warnings(FROZEN_MODULES, "You passed in a `val_dataloader` but have no `validation_step`"):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        return True
+
     for stage in stages:
         start = time.perf_counter()
+        trained = True
         if stage == "preproc":
-            fit(PreprocessingModule(config.to_dict(), lr=schedule.preproc_lr), datamodule, run_dir, stage, epochs(schedule.preproc_epochs))
+            trained = fit(PreprocessingModule(config.to_dict(), lr=schedule.preproc_lr), stage,
+                          epochs(schedule.preproc_epochs))
         elif stage == "cvae":
             module = CVAEModule(config.to_dict(), lr=schedule.cvae_lr, lambda_kl=schedule.cvae_lambda_kl)
             module.preproc.load_state_dict(load(PreprocessingModule, source("preproc")).net.state_dict())
-            fit(module, datamodule, run_dir, stage, epochs(schedule.cvae_epochs))
+            trained = fit(module, stage, epochs(schedule.cvae_epochs))
         elif stage == "init":
             module = ActorCriticModule(config.to_dict(), mode="BL-Trunc", score=benchmark.score, lr=schedule.lr,
                                        beta_kl=schedule.beta_kl, curriculum=schedule.init_curriculum,
@@ -197,7 +239,7 @@ def main(benchmark: Benchmark, argv: list[str] | None = None) -> dict:
                                        target_order="dice")
             cvae = load(CVAEModule, source("cvae"))
             module.load_pretrained(cvae.preproc, cvae.decoder)
-            fit(module, datamodule, run_dir, stage, epochs(schedule.init_epochs))
+            trained = fit(module, stage, epochs(schedule.init_epochs))
         elif stage == "train":
             actor_critic = args.ablation.startswith("AC")
             module = ActorCriticModule(
@@ -210,12 +252,14 @@ def main(benchmark: Benchmark, argv: list[str] | None = None) -> dict:
             )
             init = load(ActorCriticModule, source("init"))
             module.load_pretrained(init.preproc, init.decoder, init.actor)
-            fit(module, datamodule, run_dir, stage, epochs(schedule.train_epochs))
+            trained = fit(module, stage, epochs(schedule.train_epochs))
         elif stage == "eval":
             timings_file = run_dir / "timings.json"
             previous = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
             timings = {**previous, **timings}
             return evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic, timings)
+        if not trained:
+            continue  # keep the time the stage took when it ran
         timings[stage] = round(time.perf_counter() - start, 1)
         timings_file = run_dir / "timings.json"
         previous = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
@@ -235,24 +279,38 @@ def load(module_class, path: Path):
             f"{path} is missing: run the stage that writes it first (--stage {path.parent.name}) or point "
             "--pretrained-run at a run dir that has it"
         )
+    state = checkpoint_state(path)
+    if not state["complete"]:
+        raise SystemExit(f"{path} is the checkpoint of an unfinished '{path.parent.name}' stage ({state['epochs']} "
+                         f"epochs so far): finish it first by re-running the command that was interrupted")
     return module_class.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
-def fit(module: pl.LightningModule, datamodule, run_dir: Path, stage: str, max_epochs: int) -> None:
-    checkpoints = run_dir / "checkpoints" / stage
-    last = checkpoints / "last.ckpt"
+def stage_trainer(args, run: RunDirectory, stage: str, max_epochs: int, identity: dict) -> pl.Trainer:
     trainer = pl.Trainer(
         max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=CSVLogger(run_dir / "logs", name=stage),
-        callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0), TQDMProgressBar(refresh_rate=1)],
+        accelerator=args.accelerator,
+        devices=int(args.devices) if args.devices.isdigit() else args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        logger=CSVLogger(args.run_dir / "logs", name=stage),
+        callbacks=[run.checkpoint_callback(stage, identity=identity, every_n_epochs=args.checkpoint_every,
+                                           every_minutes=args.checkpoint_minutes),
+                   TrainingProgress(f"ACIS {stage}", "batch")],
+        plugins=[run.checkpoint_io()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         enable_model_summary=False,
         log_every_n_steps=5,
     )
-    print(f"[acis] stage {stage}: {max_epochs} epochs -> {checkpoints}", file=sys.stderr)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    if trainer.world_size > 1:
+        # measured: two CPU processes hung in the init stage, whose updates end after a data-dependent number of
+        # backward passes; DDP needs the same number in every process
+        raise SystemExit(f"ACIS trains in one process; --devices {args.devices} --num-nodes {args.num_nodes} would "
+                         f"run {trainer.world_size}, whose rollouts differ in length (DDP would hang): use one device")
+    return trainer
 
 
 def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic, timings) -> dict:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from zoo.registry import markdown_row
 
 ROWS = ("BL", "BL-Trunc", "AC-NoKL", "AC-NoSP")
 NOTE_PREFIX = "Table 1 rows on the same split"
+TRAINER_OPTIONS = {"--accelerator": "cpu", "--devices": "1", "--num-nodes": "1", "--strategy": "auto"}
 
 
 def row_dir(run_dir: Path, ablation: str) -> Path:
@@ -30,7 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", type=Path, default=None, help="the AC run (default runs/acis-<benchmark>)")
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
     parser.add_argument("--threads", type=int, default=1)
+    for option, default in TRAINER_OPTIONS.items():
+        parser.add_argument(option, default=default, help="passed to each row's run (Lightning Trainer)")
     return parser
+
+
+def run_row(command: list[str]) -> None:
+    """A process per row: under DDP the recipe launches its ranks from its own command line."""
+    process = subprocess.Popen(command)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.wait()  # the row got the same Ctrl-C and prints how to resume it
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        raise SystemExit(130) from None
+    if code != 0:
+        raise SystemExit(f"the row `{' '.join(command[1:])}` stopped (see above); re-run this command to resume it")
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -39,11 +57,16 @@ def main(argv: list[str] | None = None) -> str:
     run_dir = args.run_dir or Path("runs") / f"acis-{args.benchmark}"
     if not (run_dir / "results.json").is_file():
         raise SystemExit(f"{run_dir}/results.json is missing: run `python -m recipes.acis_{args.benchmark}` first")
+    trainer = []  # only what differs from the defaults, so the rows' recorded commands stay short
+    for option, default in TRAINER_OPTIONS.items():
+        value = getattr(args, option[2:].replace("-", "_"))
+        trainer += [option, value] if value != default else []
     for ablation in args.rows:
         out = row_dir(run_dir, ablation)
         if not (out / "results.json").is_file():
             shared = [] if ablation == "AC-NoSP" else ["--pretrained-run", str(run_dir)]
-            recipe.main(["--ablation", ablation, "--run-dir", str(out), "--threads", str(args.threads), *shared])
+            run_row([sys.executable, "-m", f"recipes.acis_{args.benchmark}", "--ablation", ablation, "--run-dir",
+                     str(out), "--threads", str(args.threads), *trainer, *shared])
 
     results = json.loads((run_dir / "results.json").read_text())
     names = [(metric["type"], metric["name"]) for metric in results["results"][0]["metrics"]]

@@ -1,14 +1,17 @@
-"""`python -m recipes.benchmark NAME`: speed and memory measurements; the last line printed is one JSON object.
+"""`python -m recipes.benchmark NAME`: speed and memory measurements; stdout is one line, a JSON object.
 
 Each benchmark lives in `recipes/benchmarks/<name>.py` (dashes become underscores) and defines
 `add_arguments(parser)` and `run(args) -> dict`. Benchmarks, not timed unit tests, check speed targets.
+Whatever else is printed while they run (download notices, progress, native libraries' output) goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import os
 import platform
 import sys
 
@@ -24,6 +27,21 @@ def machine() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
     }
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Both Python's sys.stdout and file descriptor 1 (native code, child processes) point at stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -46,8 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
     if getattr(args, "_missing", False):
         parser.error(f"the '{args.name}' benchmark is not part of this version of the zoo")
     result = {"benchmark": args.name, "machine": machine()}
-    result.update(importlib.import_module(args._module).run(args))
-    print(json.dumps(result, default=float))
+    with stdout_to_stderr():
+        result.update(importlib.import_module(args._module).run(args))
+    print(json.dumps(result, default=float), flush=True)
     return result
 
 

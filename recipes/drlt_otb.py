@@ -8,8 +8,9 @@ Protocols. `paper`: train on the first third of the frames of every sequence, te
 test frames include the training frames (as in the paper, §4.3; not the standard OTB protocol). `standard`: train
 on sequences disjoint from the test sequences.
 
-The run directory gets model/ (Hub folder: config.json + model.safetensors), checkpoints/, success_plot.png,
-precision_plot.png, per_sequence.csv, metrics.json and results.json (what `python -m zoo.publish` reads).
+The run directory gets model/ (Hub folder: config.json + model.safetensors), checkpoints/last.ckpt, success_plot.png,
+precision_plot.png, per_sequence.csv, metrics.json and results.json (what `python -m zoo.publish` reads). Re-running
+the same command resumes from checkpoints/last.ckpt (`--restart` starts over); see `recipes._run_dir`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from tqdm.auto import tqdm
 
 from datamodules.otb import OTBSequence, discover_sequences, load_otb, sequence_names
 from datamodules.synthetic_otb import write_synthetic_otb
+from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warnings, progress, quiet_lightning
+from recipes._run_dir import RunDirectory
 from zoo.drlt.env import TrainingVideo, otb_to_normalized
 from zoo.drlt.features import FeatureCache
 from zoo.drlt.model import DRLTTracker
@@ -100,7 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "drlt-otb")
     run.add_argument("--name", default="drlt-otb", help="model name recorded in results.json")
-    run.add_argument("--resume", type=Path, default=None, help="Lightning checkpoint to resume from")
+    start = run.add_mutually_exclusive_group()
+    start.add_argument("--resume", type=Path, default=None,
+                       help="Lightning checkpoint to resume from (default: the run directory's checkpoints/last.ckpt)")
+    start.add_argument("--restart", action="store_true",
+                       help="start over: delete the run directory's checkpoints instead of resuming from them")
+    run.add_argument("--checkpoint-every", type=int, default=None,
+                     help="epochs between checkpoints (default: a tenth of the epochs)")
+    run.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                     help="also checkpoint at the first epoch end this many minutes after the last checkpoint")
     run.add_argument("--accelerator", default="cpu")
     run.add_argument("--devices", default="1", help="Lightning Trainer devices")
     run.add_argument("--num-nodes", type=int, default=1)
@@ -166,27 +175,10 @@ def split_sequences(args, sequences: list[OTBSequence]) -> Split:
     return Split(train, [by_name[name] for name in test_names], "standard protocol: train and test sequences disjoint")
 
 
-class UpdateProgressBar(Callback):
-    """One bar over all updates (Lightning's bar restarts every epoch, and an epoch here is a few updates)."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.bar = None
-
-    def on_train_start(self, trainer, pl_module):
-        if trainer.is_global_zero:
-            self.bar = tqdm(total=self.total, initial=int(pl_module.updates), desc="DRLT updates", unit="upd")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.bar is not None:
-            metrics = trainer.callback_metrics
-            self.bar.set_postfix(phase=pl_module.reward_phase, reward=f"{float(metrics.get('train/reward_step', 0)):.3f}",
-                                 iou=f"{float(metrics.get('train/iou_mu_step', 0)):.3f}", refresh=False)
-            self.bar.update(1)
-
-    def on_train_end(self, trainer, pl_module):
-        if self.bar is not None:
-            self.bar.close()
+def update_postfix(trainer, module) -> dict:
+    metrics = trainer.callback_metrics
+    return {"phase": module.reward_phase, "reward": f"{float(metrics.get('train/reward_step', 0)):.3f}",
+            "iou": f"{float(metrics.get('train/iou_mu_step', 0)):.3f}"}
 
 
 def hardware_description(args) -> str:
@@ -201,6 +193,12 @@ def hardware_description(args) -> str:
 def main(argv: list[str] | None = None) -> dict | None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    quiet_lightning()
+    with RunDirectory(args.run_dir, restart=args.restart, command=["python", "-m", "recipes.drlt_otb", *argv]) as run:
+        return train_and_evaluate(args, argv, run)
+
+
+def train_and_evaluate(args, argv: list[str], run: RunDirectory) -> dict | None:
     if args.threads:
         torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed, workers=True, verbose=False)
@@ -220,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     cache = FeatureCache(args.cache_dir, backbone_tracker)
     needed = {seq.name: seq for seq in [s for s, _ in split.train] + split.test}
     features = {name: cache.features(name, seq.frame_paths)
-                for name, seq in tqdm(needed.items(), desc="backbone features", unit="seq")}
+                for name, seq in progress(needed.items(), desc="backbone features", unit="seq")}
 
     videos = [TrainingVideo(seq.name, features[seq.name][:count], otb_to_normalized(seq.boxes[:count], seq.image_size))
               for seq, count in split.train]
@@ -235,19 +233,25 @@ def main(argv: list[str] | None = None) -> dict | None:
     del backbone_tracker
 
     run_dir = args.run_dir
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="drlt-{epoch:04d}", save_last=True,
-                                  every_n_epochs=max(1, epochs // 10))
+    # what a checkpoint must have been trained with to be resumed: the module's settings and the training frames
+    identity = {"hparams": dict(module.hparams), "train": [[seq.name, count] for seq, count in split.train]}
+    checkpoints = run.checkpoint_callback(identity=identity, every_minutes=args.checkpoint_minutes,
+                                          every_n_epochs=args.checkpoint_every or max(1, epochs // 10))
     trainer = pl.Trainer(accelerator=args.accelerator, devices=_devices(args.devices), num_nodes=args.num_nodes,
                          strategy=args.strategy, max_epochs=epochs, logger=CSVLogger(run_dir, name="logs"),
-                         callbacks=[checkpoints, UpdateProgressBar(total_updates)], enable_progress_bar=False,
+                         callbacks=[checkpoints, TrainingProgress("DRLT updates", "upd", update_postfix)],
+                         plugins=[run.checkpoint_io()], enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, use_distributed_sampler=False, log_every_n_steps=10,
                          num_sanity_val_steps=0)
+    resume = args.resume or run.resume_checkpoint(identity=identity)
     if trainer.is_global_zero:
         print(f"{split.description}\ntraining on {len(videos)} video(s), {sum(len(v.features) for v in videos)} "
               f"frames; {epochs} epochs × {chunks_per_epoch} updates (T={args.steps_per_chunk}, N={args.episodes}); "
               f"backbone {args.backbone} ({tracker_config['backbone_weights']}), hidden {args.hidden_size}")
     started = time.perf_counter()
-    trainer.fit(module, ckpt_path=args.resume)
+    # an epoch is a few updates, so Lightning's advice about log_every_n_steps does not apply
+    with expected_warnings(FROZEN_MODULES, r"The number of training batches \(\d+\) is smaller than the logging"):
+        trainer.fit(module, ckpt_path=resume)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Evaluation runs on rank 0 alone; torchmetrics would otherwise wait for the other ranks to sync.
         torch.distributed.destroy_process_group()
@@ -327,7 +331,7 @@ def write_run_dir(args, argv, run_dir: Path, tracker, results: dict, split: Spli
         notes.append("Paper protocol: " + OVERLAP_NOTE + "; these are not OTB benchmark results.")
     summary = {
         "model": args.name, "method": "drlt", "paper": PAPER, "paper_url": PAPER_URL, "benchmark": "OTB",
-        "command": "python -m recipes.drlt_otb " + shlex.join(argv),
+        "command": "python -m recipes.drlt_otb " + shlex.join(a for a in argv if a != "--restart"),
         "hardware": hardware_description(args) + (f" x {world} processes" if world > 1 else ""),
         "trained_on": trained_on,
         "results": [{

@@ -4,6 +4,7 @@ the inference network's input handling."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import lightning.pytorch as pl
 import numpy as np
@@ -129,6 +130,13 @@ def test_actor_critic_update_moves_actor_and_critic_but_not_the_decoder():
     assert all(torch.equal(p, decoder[n]) for n, p in module.decoder.named_parameters())
     assert any(not torch.equal(p, actor[n]) for n, p in module.actor.named_parameters())
     assert any(not torch.equal(p, critic[n]) for n, p in module.critic.named_parameters())
+
+
+@pytest.mark.parametrize("mode", [{"mode": "AC"}, {"mode": "BL-Trunc", "sampled_states": True, "curriculum": [[0, 1]]}])
+def test_training_logs_losses_without_converting_tensors_that_require_grad(mode):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*requires_grad=True to a scalar")
+        fit_one_batch(tiny_module(**mode))
 
 
 def test_critic_warmup_keeps_the_actor_still():

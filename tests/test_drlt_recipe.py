@@ -1,9 +1,12 @@
 """The README's first command, shrunk: the DRLT recipe end to end on synthetic OTB data, then publish."""
 
 import json
+import signal
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from recipes import drlt_otb
 from zoo.evaluate import main as evaluate
@@ -12,15 +15,16 @@ from zoo.paths import REPO_ROOT
 from zoo.publish import publish
 
 
+def recipe_args(root, run):
+    return ["--synthetic-dir", str(root / "otb"), "--synthetic-sequences", "2", "--synthetic-frames", "30",
+            "--cache-dir", str(root / "cache"), "--hidden-size", "32", "--epochs", "3", "--run-dir", str(run)]
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("drlt_recipe")
     run = root / "run"
-    drlt_otb.main([
-        "--synthetic-dir", str(root / "otb"), "--synthetic-sequences", "2", "--synthetic-frames", "30",
-        "--cache-dir", str(root / "cache"), "--hidden-size", "32", "--epochs", "3",
-        "--run-dir", str(run),
-    ])
+    drlt_otb.main(recipe_args(root, run))
     return run
 
 
@@ -55,3 +59,44 @@ def test_run_publishes_and_loads(run_dir, tmp_path):
     assert tracker.track(frames, [10, 10, 20, 15]).shape == (3, 4)
     card = (out / "README.md").read_text()
     assert "model-index" in card and "success_plot.png" in card
+
+
+def test_an_interrupted_run_resumes_by_rerunning_its_command_and_ends_with_the_same_weights(run_dir, tmp_path,
+                                                                                             monkeypatch, capsys):
+    """Three epochs of one update each; Ctrl-C in the third, then the same command again."""
+    args = recipe_args(run_dir.parent, tmp_path / "run") + ["--checkpoint-every", "1"]
+    step = drlt_otb.DRLTModule.training_step
+
+    def interrupted_in_the_third_update(self, batch, batch_idx):
+        if int(self.updates) == 2:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(drlt_otb.DRLTModule, "training_step", interrupted_in_the_third_update)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            drlt_otb.main(args)
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C once it caught one
+    assert stopped.value.code == 130
+    assert "run the same command again:\n  python -m recipes.drlt_otb --synthetic-dir" in capsys.readouterr().err
+
+    monkeypatch.setattr(drlt_otb.DRLTModule, "training_step", step)
+    drlt_otb.main(args)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert f"resuming from {last} (interrupted after 2 epoch(s)" in capsys.readouterr().err
+    assert sorted(path.name for path in last.parent.iterdir()) == ["last.ckpt"]
+    resumed, straight = (load_file(folder / "model" / "model.safetensors") for folder in (tmp_path / "run", run_dir))
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, msg=name)
+
+
+def test_a_second_run_refuses_other_settings_and_restart_starts_over(run_dir, tmp_path, capsys):
+    args = recipe_args(run_dir.parent, tmp_path / "run")
+    drlt_otb.main(args)
+    with pytest.raises(SystemExit, match=r"other settings \(hparams.seed: 0 -> 1\); pass --restart"):
+        drlt_otb.main(args + ["--seed", "1"])
+    capsys.readouterr()
+    drlt_otb.main(args + ["--seed", "1", "--restart"])
+    assert "--restart: removed 1 checkpoint(s)" in capsys.readouterr().err

@@ -334,8 +334,8 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
             kl = kl_divergence(policy, Normal(0.0, 1.0)).sum(-1).mean()
             loss = mask_loss / max(matched, 1) + self.beta_kl * kl + termination
             self.manual_backward(loss / steps)
-            mask_total += float(mask_loss) / max(matched, 1) / steps
-            termination_total += float(termination) / steps
+            mask_total += float(mask_loss.detach()) / max(matched, 1) / steps
+            termination_total += float(termination.detach()) / steps
             accumulated = transition(accumulated, probability[:, None])
             hidden = tuple(h.detach() for h in hidden)
         self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
@@ -406,7 +406,7 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
                     loss = (-(q_value * acting).sum() + self.beta_kl * (kl * acting).sum()
                             + self.termination_loss(continue_logit, t, counts)) / batch
                     self.manual_backward(loss)
-                    actor_loss_total += loss.item()
+                    actor_loss_total += loss.detach().item()
             states.append(accumulated)
             masks.append(mask.detach())
             accumulated = transition(accumulated, mask.detach())
@@ -432,7 +432,7 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
                 q_value = self.critic(image, states[t], masks[t], aux)
                 loss = ((q_value - returns[:, t]) ** 2 * in_episode[:, t]).sum() / terms
                 self.manual_backward(loss)
-                critic_loss_total += loss.item()
+                critic_loss_total += loss.detach().item()
         self.clip_gradients(critic_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         critic_opt.step()
         logs = {
