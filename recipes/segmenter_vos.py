@@ -15,7 +15,8 @@ and ≥ 0.7 and the mean, for the trained segmenter and for the same detector at
 
 The run directory gets model/ (config.json + model.safetensors, weights stored as float16 to fit the zoo's 20 MB,
 and every figure measured with exactly those weights), checkpoints/ (re-running the command resumes from
-last.ckpt; `--restart` starts over), per_sequence.csv, metrics.json, results.json and held_out_proposals.png.
+last.ckpt, written atomically; `--restart` starts over; a second run into the same directory is refused),
+per_sequence.csv, metrics.json, results.json and held_out_proposals.png.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import sys
 import time
 from collections import defaultdict
@@ -35,9 +35,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
-from tqdm.auto import tqdm
 
 from datamodules.instance_frames import (
     InstanceFrame,
@@ -46,6 +44,8 @@ from datamodules.instance_frames import (
     real_frames,
     synthetic_frames,
 )
+from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warnings, progress, quiet_lightning
+from recipes._run_dir import RunDirectory
 from zoo.metrics.proposals import ProposalCoverage
 from zoo.paths import REPO_ROOT, shared_dir
 from zoo.vision.segmenter import InstanceSegmenter
@@ -78,10 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "segmenter-vos")
     run.add_argument("--name", default="segmenter-vos")
-    run.add_argument("--restart", action="store_true", help="ignore the run directory's checkpoints")
-    run.add_argument("--checkpoint-every", type=int, default=50, help="optimiser steps between checkpoints")
+    run.add_argument("--restart", action="store_true", help="delete the run directory's checkpoints and start over")
+    run.add_argument("--checkpoint-every", type=int, default=1,
+                     help=f"epochs ({STEPS_PER_EPOCH} optimiser steps each) between checkpoints")
+    run.add_argument("--checkpoint-minutes", type=float, default=10.0, help="...or minutes, whichever comes first")
     run.add_argument("--accelerator", default="auto")
     run.add_argument("--devices", default="1")
+    run.add_argument("--num-nodes", type=int, default=1)
     run.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
     run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     run.add_argument("--skip-baseline", action="store_true", help="do not measure the random-init detector")
@@ -126,7 +129,7 @@ def evaluation_frames(held_out: list[InstanceFrame], stride: int) -> list[Instan
 def measure(segmenter: InstanceSegmenter, frames: list[InstanceFrame], label: str) -> dict:
     overall, per_group, per_source = ProposalCoverage(), defaultdict(ProposalCoverage), defaultdict(ProposalCoverage)
     seconds, proposals_count = 0.0, 0
-    for frame in tqdm(frames, desc=f"measuring {label}", unit="frame"):
+    for frame in progress(frames, desc=f"measuring {label}", unit="frame"):
         rgb, objects = frame.read()
         start = time.perf_counter()
         detections = segmenter.detect(rgb)
@@ -152,30 +155,24 @@ class EpochSeed(pl.Callback):
         trainer.train_dataloader.dataset.epoch = trainer.current_epoch
 
 
-def train(args, frames: list[InstanceFrame], config: dict) -> SegmenterModule:
+def train(args, frames: list[InstanceFrame], config: dict, run: RunDirectory) -> SegmenterModule:
     module = SegmenterModule(config, total_steps=args.steps, lr=args.lr, warmup_steps=min(50, args.steps // 5))
-    checkpoints = ModelCheckpoint(dirpath=args.run_dir / "checkpoints", filename="segmenter-{step:06d}",
-                                  every_n_train_steps=args.checkpoint_every, save_last=True, save_top_k=1)
+    # What must match to resume; --steps may grow (the cosine schedule then stretches to the new total).
+    identity = {"hparams": {k: v for k, v in module.hparams.items() if k != "total_steps"}, "seed": args.seed,
+                "batch_size": args.batch_size, "short_side": args.short_side}
     trainer = pl.Trainer(accelerator=args.accelerator, devices=int(args.devices) if args.devices.isdigit()
-                         else args.devices, strategy=args.strategy, max_steps=args.steps,
+                         else args.devices, num_nodes=args.num_nodes, strategy=args.strategy, max_steps=args.steps,
                          max_epochs=-1, logger=CSVLogger(args.run_dir, name="logs"),
-                         callbacks=[checkpoints, EpochSeed(), TQDMProgressBar(refresh_rate=10)],
+                         callbacks=[run.checkpoint_callback(identity=identity, every_n_epochs=args.checkpoint_every,
+                                                            every_minutes=args.checkpoint_minutes),
+                                    EpochSeed(), TrainingProgress("segmenter steps", "step")],
+                         plugins=[run.checkpoint_io()], enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, log_every_n_steps=10, use_distributed_sampler=False,
                          num_sanity_val_steps=0)
     data = InstanceFramesDataModule(frames, SOURCE_WEIGHTS, args.batch_size, STEPS_PER_EPOCH * args.batch_size,
                                     short_side=args.short_side, seed=args.seed)
-    last = args.run_dir / "checkpoints" / "last.ckpt"
-    resume = None
-    if args.restart and (args.run_dir / "checkpoints").is_dir():
-        shutil.rmtree(args.run_dir / "checkpoints")
-    elif last.is_file():
-        resume = last
-        print(f"resuming from {last} (pass --restart to start over)")
-    try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume)
-    except KeyboardInterrupt:
-        print(f"interrupted: re-run the same command to resume from {last}", file=sys.stderr)
-        raise
+    with expected_warnings(FROZEN_MODULES):
+        trainer.fit(module, datamodule=data, ckpt_path=run.resume_checkpoint(identity=identity))
     if not trainer.is_global_zero:
         sys.exit(0)
     return module
@@ -305,10 +302,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{description}: {len(train_frames)} training frames, {len(eval_frames)} held-out frames measured")
     config = {"min_size": args.min_size, "detections_per_img": args.detections_per_img,
               "pretrained_backbone": not args.random_backbone, "seed": args.seed}
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    module = train(args, train_frames, config)
-    seconds = time.perf_counter() - started
+    quiet_lightning()
+    with RunDirectory(args.run_dir, restart=args.restart, command=["python", "-m", "recipes.segmenter_vos", *argv]) as run:
+        started = time.perf_counter()
+        module = train(args, train_frames, config, run)
+        seconds = time.perf_counter() - started
     segmenter = rounded_to_float16(module.segmenter.cpu())
     measured = measure(segmenter, eval_frames, "trained segmenter")
     baseline = None

@@ -17,19 +17,21 @@ pytestmark = pytest.mark.slow
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("segmenter_recipe")
     argv = ["--realdata", "none", "--synthetic-dir", str(root / "synthetic"), "--synthetic-sequences", "5",
-            "--short-side", "240", "--min-size", "240", "--checkpoint-every", "35",
+            "--short-side", "240", "--min-size", "240", "--checkpoint-every", "1",
             "--run-dir", str(root / "run"), "--threads", "2"]
-    segmenter_vos.main(argv + ["--steps", "70", "--skip-baseline"])  # stops mid-epoch (50 steps an epoch)
+    segmenter_vos.main(argv + ["--steps", "70", "--skip-baseline"])  # ends mid-epoch (50 steps an epoch)
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    with contextlib.redirect_stderr(printed):
         metrics = segmenter_vos.main(argv + ["--steps", "140"])
     return root / "run", printed.getvalue(), metrics
 
 
-def test_rerun_resumes_mid_epoch_from_the_last_checkpoint(run):
+def test_rerun_with_more_steps_continues_from_the_last_checkpoint(run):
     run_dir, printed, _ = run
-    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in printed
-    assert (run_dir / "checkpoints" / "segmenter-step=000140.ckpt").is_file()
+    assert f"{run_dir / 'checkpoints' / 'last.ckpt'}: finished after 1 epoch(s)" in printed
+    import torch
+
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 140
 
 
 def test_training_beats_random_init_on_held_out_synthetic_sequences(run):
