@@ -52,3 +52,15 @@ def golden_label_pairs(golden):
         return expected, images
 
     return load
+
+
+@pytest.fixture
+def file_system_sharing():
+    """Spawned processes get their tensors through files: the default (file descriptors into /dev/shm) fails with
+    "unable to resize file" in some containers."""
+    import torch
+
+    previous = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    yield
+    torch.multiprocessing.set_sharing_strategy(previous)

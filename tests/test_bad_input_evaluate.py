@@ -133,19 +133,23 @@ def test_davis_non_numeric_ground_truth_name_is_refused(davis):
         main(args)
 
 
+def _save_as_binary(folder):
+    """Every prediction of `folder` re-saved as a 0/255 greyscale mask (all objects merged)."""
+    for path in folder.glob("*.png"):
+        Image.fromarray(np.where(read_label_png(path) > 0, 255, 0).astype(np.uint8), mode="L").save(path)
+
+
 def test_davis_binary_prediction_of_a_multi_object_sequence_stops(davis):
     # The official tool reads 255 as an id above the 3 objects and stops; it must not become object 1.
     args, _, results_dir = davis
-    for path in (results_dir / "a_multi").glob("*.png"):
-        Image.fromarray(np.where(read_label_png(path) > 0, 255, 0).astype(np.uint8), mode="L").save(path)
+    _save_as_binary(results_dir / "a_multi")
     with pytest.raises(SystemExit, match=r"a_multi/0000\d\.png is a binary 0/255 mask.*3 objects.*official tool stops"):
         main(args)
 
 
 def test_davis_binary_prediction_of_a_single_object_sequence_is_scored(davis):
     args, _, results_dir = davis
-    for path in (results_dir / "e_lateobj").glob("*.png"):
-        Image.fromarray(np.where(read_label_png(path) > 0, 255, 0).astype(np.uint8), mode="L").save(path)
+    _save_as_binary(results_dir / "e_lateobj")
     assert "e_lateobj_1" in main([*args, "--sequences", "e_lateobj"])["per_object"]
 
 

@@ -29,16 +29,6 @@ class RecordRankState(Callback):
         }, self.out_dir / f"rank{trainer.global_rank}.pt")
 
 
-@pytest.fixture
-def file_system_sharing():
-    """Spawned processes get their tensors through files: the default (file descriptors into /dev/shm) fails with
-    "unable to resize file" in some containers."""
-    previous = torch.multiprocessing.get_sharing_strategy()
-    torch.multiprocessing.set_sharing_strategy("file_system")
-    yield
-    torch.multiprocessing.set_sharing_strategy(previous)
-
-
 @pytest.mark.slow
 def test_two_process_ddp_keeps_ranks_in_step(tmp_path, file_system_sharing):
     torch.manual_seed(0)

@@ -31,14 +31,6 @@ class RecordRankState(Callback):
                    self.out_dir / f"rank{trainer.global_rank}.pt")
 
 
-@pytest.fixture
-def file_system_sharing():
-    previous = torch.multiprocessing.get_sharing_strategy()
-    torch.multiprocessing.set_sharing_strategy("file_system")
-    yield
-    torch.multiprocessing.set_sharing_strategy(previous)
-
-
 @pytest.mark.slow
 def test_two_process_ddp_draws_different_images_and_keeps_weights_in_step(tmp_path, file_system_sharing):
     root = write_davis2017(tmp_path / "synthetic", num_train=2, num_val=0, num_frames=4, height=64, width=96)
