@@ -222,9 +222,46 @@ def plot_examples(segmenter: InstanceSegmenter, frames: list[InstanceFrame], pat
     plt.close(figure)
 
 
+def previous_train_seconds(run_dir: Path) -> float:
+    """Training time that earlier invocations of this run recorded (a resumed run adds its own to it); a session that
+    died before writing metrics.json is not counted."""
+    path = run_dir / "metrics.json"
+    return float(json.loads(path.read_text()).get("train_seconds", 0.0)) if path.is_file() else 0.0
+
+
 def frame_name(frame: InstanceFrame) -> str:
     """source/group/file: names a frame without the machine's paths."""
     return f"{frame.source}/{frame.group}/{frame.image.name}"
+
+
+SOURCE_NAMES = {
+    "davis2016": ("Held-out DAVIS 2016 val sequences", "every {stride}th frame of the DAVIS 2016 val sequences"),
+    "davis2017": ("Held-out DAVIS 2017 sequences", "the annotated frames of held-out DAVIS 2017 sequences"),
+    "coco128": ("Held-out COCO128 images", "held-out COCO128-seg images (80 classes, many small objects)"),
+    "synthetic": ("Held-out synthetic sequences", "held-out synthetic DAVIS-layout sequences"),
+}
+
+
+def result_groups(measured: dict, data: str) -> list[tuple[str | None, str, str]]:
+    """(per_source key or None for all, dataset name, data description): video frames first, the VOS use."""
+    groups = []
+    for key, (name, detail) in SOURCE_NAMES.items():
+        if key in measured["per_source"]:
+            groups.append((key, name, f"{detail}; {data}"))
+    return groups + [(None, "All held-out frames", data)]
+
+
+def coverage_result(name: str, values: dict, data: str) -> dict:
+    return {
+        "task_type": "image-segmentation", "task_name": "Class-agnostic instance proposals",
+        "dataset_name": name, "dataset_type": "instance-proposals",
+        "dataset_split": f"held out, {values['objects']} objects", "data": data,
+        "metrics": [
+            {"type": "covered_iou50", "name": "Objects covered at IoU 0.5", "value": round(values["covered@0.5"], 4)},
+            {"type": "covered_iou70", "name": "Objects covered at IoU 0.7", "value": round(values["covered@0.7"], 4)},
+            {"type": "mean_best_iou", "name": "Mean best-proposal IoU", "value": round(values["mean_best_iou"], 4)},
+        ],
+    }
 
 
 def write_run_dir(args, argv, segmenter, measured, baseline, description, train_frames, eval_frames, seconds) -> dict:
@@ -263,26 +300,23 @@ def write_run_dir(args, argv, segmenter, measured, baseline, description, train_
         f"sources drawn with shares {SOURCE_WEIGHTS}.",
     ]
     if baseline is not None:
+        per_source = "; ".join(f"{SOURCE_NAMES.get(key, (key,))[0]}: {v['covered@0.5']:.3f} / {v['covered@0.7']:.3f} / "
+                               f"{v['mean_best_iou']:.3f}" for key, v in baseline["per_source"].items())
         notes.append(
-            f"The same detector at random initialisation, on the same frames: covered@0.5 "
-            f"{baseline['covered@0.5']:.3f}, covered@0.7 {baseline['covered@0.7']:.3f}, mean best IoU "
-            f"{baseline['mean_best_iou']:.3f} ({baseline['mean_proposals']:.0f} proposals per frame).")
+            f"Baseline, the same detector at random initialisation on the same frames (covered@0.5 / covered@0.7 / "
+            f"mean best IoU): all {baseline['covered@0.5']:.3f} / {baseline['covered@0.7']:.3f} / "
+            f"{baseline['mean_best_iou']:.3f} ({baseline['mean_proposals']:.0f} proposals per frame); {per_source}.")
+    notes.append(f"Trained segmenter: {measured['mean_proposals']:.1f} proposals per frame on average, "
+                 f"{measured['s_per_frame']:.2f} s per frame while measuring ({hardware(args)}).")
     summary = {
         "model": args.name, "method": "segmenter", "benchmark": "held-out real DAVIS / COCO frames",
+        "train_seconds": round(seconds, 1),
         "paper": "Class-agnostic Mask R-CNN (He et al., ICCV 2017) serving the zoo's VOS methods",
         "paper_url": "https://arxiv.org/abs/1703.06870",
         "command": "python -m recipes.segmenter_vos " + shlex.join(argv),
         "hardware": hardware(args), "trained_on": trained_on,
-        "results": [{
-            "task_type": "image-segmentation", "task_name": "Class-agnostic instance proposals",
-            "dataset_name": "Held-out real frames (DAVIS 2016 val, DAVIS 2017, COCO128)", "dataset_type": "davis",
-            "dataset_split": "held out (never trained on)", "data": data,
-            "metrics": [
-                {"type": "covered_iou50", "name": "Objects covered at IoU 0.5", "value": round(measured["covered@0.5"], 4)},
-                {"type": "covered_iou70", "name": "Objects covered at IoU 0.7", "value": round(measured["covered@0.7"], 4)},
-                {"type": "mean_best_iou", "name": "Mean best-proposal IoU", "value": round(measured["mean_best_iou"], 4)},
-            ],
-        }],
+        "results": [coverage_result(name, measured if key is None else measured["per_source"][key], detail)
+                    for key, name, detail in result_groups(measured, data)],
         "paper_results": [],
         "notes": notes,
         "backbone_weights": segmenter.backbone_weights,
@@ -307,6 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
         started = time.perf_counter()
         module = train(args, train_frames, config, run)
         seconds = time.perf_counter() - started
+    seconds += previous_train_seconds(args.run_dir) if not args.restart else 0.0
     segmenter = rounded_to_float16(module.segmenter.cpu())
     measured = measure(segmenter, eval_frames, "trained segmenter")
     baseline = None
