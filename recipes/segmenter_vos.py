@@ -109,7 +109,9 @@ def collect_frames(args) -> tuple[list[InstanceFrame], list[InstanceFrame], str]
         return ([f for f in synthetic if f.group not in held], [f for f in synthetic if f.group in held],
                 "synthetic DAVIS-layout frames only")
     train, held_out = held_out_split(real_frames(realdata), realdata)
-    return train + synthetic, held_out, f"real samples under {realdata} + synthetic DAVIS-layout frames"
+    shared = shared_dir()
+    shown = "../shared/realdata" if shared and Path(realdata).resolve() == (shared / "realdata").resolve() else realdata
+    return train + synthetic, held_out, f"real samples under {shown} + synthetic DAVIS-layout frames"
 
 
 def evaluation_frames(held_out: list[InstanceFrame], stride: int) -> list[InstanceFrame]:
@@ -157,8 +159,9 @@ class EpochSeed(pl.Callback):
 
 def train(args, frames: list[InstanceFrame], config: dict, run: RunDirectory) -> SegmenterModule:
     module = SegmenterModule(config, total_steps=args.steps, lr=args.lr, warmup_steps=min(50, args.steps // 5))
-    # What must match to resume; --steps may grow (the cosine schedule then stretches to the new total).
-    identity = {"hparams": {k: v for k, v in module.hparams.items() if k != "total_steps"}, "seed": args.seed,
+    # What must match to resume; --steps may grow (warm-up and cosine schedule then follow the new total).
+    identity = {"hparams": {k: v for k, v in module.hparams.items() if k not in ("total_steps", "warmup_steps")},
+                "seed": args.seed,
                 "batch_size": args.batch_size, "short_side": args.short_side}
     trainer = pl.Trainer(accelerator=args.accelerator, devices=int(args.devices) if args.devices.isdigit()
                          else args.devices, num_nodes=args.num_nodes, strategy=args.strategy, max_steps=args.steps,

@@ -28,7 +28,7 @@ def run(tmp_path_factory):
 
 def test_rerun_with_more_steps_continues_from_the_last_checkpoint(run):
     run_dir, printed, _ = run
-    assert f"{run_dir / 'checkpoints' / 'last.ckpt'}: finished after 1 epoch(s)" in printed
+    assert f"{run_dir / 'checkpoints' / 'last.ckpt'}: finished after" in printed  # the 70-step run's checkpoint
     import torch
 
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 140
