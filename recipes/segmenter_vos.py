@@ -245,13 +245,20 @@ SOURCE_NAMES = {
 }
 
 
-def result_groups(measured: dict, data: str) -> list[tuple[str | None, str, str]]:
-    """(per_source key or None for all, dataset name, data description): video frames first, the VOS use."""
-    groups = []
+def result_groups(measured: dict, eval_frames: list[InstanceFrame], stride: int) -> list[tuple[str | None, str, str]]:
+    """(per_source key or None for all, dataset name, what was measured): video frames first, the VOS use."""
+    def described(frames: list[InstanceFrame], what: str) -> str:
+        groups = sorted({frame.group for frame in frames})
+        listed = ", ".join(groups[:8]) + (f" and {len(groups) - 8} more" if len(groups) > 8 else "")
+        return f"{what}: {len(frames)} real frames never used in training ({listed})"
+
+    results = []
     for key, (name, detail) in SOURCE_NAMES.items():
         if key in measured["per_source"]:
-            groups.append((key, name, f"{detail}; {data}"))
-    return groups + [(None, "All held-out frames", data)]
+            frames = [frame for frame in eval_frames if frame.source == key]
+            results.append((key, name, described(frames, detail.format(stride=stride))))
+    everything = f"all of the above (DAVIS 2016 val every {stride}th frame)"
+    return results + [(None, "All held-out frames", described(eval_frames, everything))]
 
 
 def coverage_result(name: str, values: dict, data: str) -> dict:
@@ -289,9 +296,6 @@ def write_run_dir(args, argv, segmenter, measured, baseline, description, train_
     for frame in train_frames:
         counts[frame.source] += 1
     trained_on = f"{description}: " + ", ".join(f"{count} {source} frames" for source, count in sorted(counts.items()))
-    held = sorted({f"{frame.source}/{frame.group}" for frame in eval_frames})
-    data = (f"{len(eval_frames)} real frames never used in training ({len(held)} held-out sequences/images: "
-            f"{', '.join(held[:8])}{' ...' if len(held) > 8 else ''}); DAVIS 2016 val every {args.eval_stride}th frame")
     notes = [
         f"Backbone: timm tf_efficientnet_lite0 with ImageNet weights from {segmenter.backbone_weights}, "
         "BatchNorm frozen, stem and first two stages frozen; FPN 128 channels; box head 512; mask head two "
@@ -319,7 +323,7 @@ def write_run_dir(args, argv, segmenter, measured, baseline, description, train_
         "command": "python -m recipes.segmenter_vos " + shlex.join(argv),
         "hardware": hardware(args), "trained_on": trained_on,
         "results": [coverage_result(name, measured if key is None else measured["per_source"][key], detail)
-                    for key, name, detail in result_groups(measured, data)],
+                    for key, name, detail in result_groups(measured, eval_frames, args.eval_stride)],
         "paper_results": [],
         "notes": notes,
         "backbone_weights": segmenter.backbone_weights,
