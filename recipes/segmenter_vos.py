@@ -200,7 +200,7 @@ def plot_examples(segmenter: InstanceSegmenter, frames: list[InstanceFrame], pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from zoo.metrics.proposals import best_proposal_ious
+    from zoo.metrics.proposals import mask_ious
 
     picks = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, min(count, len(frames)))]
     figure, axes = plt.subplots(2, (len(picks) + 1) // 2, figsize=(4 * ((len(picks) + 1) // 2), 6), squeeze=False)
@@ -209,14 +209,13 @@ def plot_examples(segmenter: InstanceSegmenter, frames: list[InstanceFrame], pat
         masks = segmenter.detect(rgb)["masks"]
         canvas = rgb.copy()
         canvas[objects.any(0)] = (0.6 * canvas[objects.any(0)] + [100, 0, 0]).clip(0, 255).astype(np.uint8)
-        ious = best_proposal_ious(masks, objects)
-        for obj in objects:
-            if len(masks):
-                best = masks[int(np.argmax([(m & obj).sum() / max(1, (m | obj).sum()) for m in masks]))]
-                contours, _ = cv2.findContours(best.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-                cv2.drawContours(canvas, contours, -1, (0, 255, 0), 2)
+        ious = mask_ious(masks, objects)
+        for best in ious.argmax(1) if len(masks) else []:
+            contours, _ = cv2.findContours(masks[best].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(canvas, contours, -1, (0, 255, 0), 2)
+        best_ious = ious.max(1) if len(masks) else np.zeros(len(objects))
         axis.imshow(canvas)
-        axis.set_title(f"{frame.group} (best IoU {', '.join(f'{v:.2f}' for v in ious[:4])})", fontsize=8)
+        axis.set_title(f"{frame.group} (best IoU {', '.join(f'{v:.2f}' for v in best_ious[:4])})", fontsize=8)
     for axis in axes.flat:
         axis.axis("off")
     figure.suptitle("held-out frames: best proposal per object (green) over the ground truth (red)")

@@ -15,20 +15,22 @@ from torchmetrics.utilities import dim_zero_cat
 THRESHOLDS = (0.5, 0.7)
 
 
-def best_proposal_ious(proposals: np.ndarray, objects: np.ndarray) -> np.ndarray:
-    """proposals (N, H, W) and objects (K, H, W) bool masks -> (K,) best IoU of any proposal per object (0 if N=0)."""
+def mask_ious(proposals: np.ndarray, objects: np.ndarray) -> np.ndarray:
+    """proposals (N, H, W) and objects (K, H, W) bool masks -> (K, N) mask IoUs (0 where both masks are empty)."""
     if proposals.shape[1:] != objects.shape[1:]:
         raise ValueError(f"proposal masks {proposals.shape[1:]} and object masks {objects.shape[1:]} differ in size")
-    if len(objects) == 0:
-        return np.zeros(0, np.float64)
-    if len(proposals) == 0:
-        return np.zeros(len(objects), np.float64)
-    flat_p = torch.from_numpy(proposals.reshape(len(proposals), -1)).float()
-    flat_o = torch.from_numpy(objects.reshape(len(objects), -1)).float()
+    pixels = int(np.prod(objects.shape[1:]))  # explicit: reshape(0, -1) is ambiguous and numpy refuses it
+    flat_p = torch.from_numpy(proposals.reshape(len(proposals), pixels)).float()
+    flat_o = torch.from_numpy(objects.reshape(len(objects), pixels)).float()
     intersection = flat_o @ flat_p.T
     union = flat_o.sum(1, keepdim=True) + flat_p.sum(1) - intersection
-    iou = torch.where(union > 0, intersection / union.clamp(min=1), torch.zeros_like(union))
-    return iou.max(1).values.double().numpy()
+    return torch.where(union > 0, intersection / union.clamp(min=1), torch.zeros_like(union)).double().numpy()
+
+
+def best_proposal_ious(proposals: np.ndarray, objects: np.ndarray) -> np.ndarray:
+    """(K,) best IoU of any proposal per object (0 when there is no proposal)."""
+    ious = mask_ious(proposals, objects)
+    return ious.max(1) if ious.shape[1] else np.zeros(len(objects), np.float64)
 
 
 class ProposalCoverage(Metric):
