@@ -9,6 +9,10 @@ over a cluttered background, with the OTB challenge attributes the trackers must
 `quirks=True` adds the layout quirks of the real release: a tab-separated ground truth, a video with two targets
 (`groundtruth_rect.1.txt` / `.2.txt`, sequences `SynthPair.1` / `SynthPair.2`), and `Football1`, whose images run
 past the toolkit's frame range (1-74) while its ground truth stops at frame 74.
+
+`write_synthetic_multi_target_otb` writes videos with several differently textured targets each (``SynthMulti01``
+..., one ``groundtruth_rect.N.txt`` per target), for training trackers that must follow the target given by the first
+box rather than whichever object stands out.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from datamodules.otb import FRAME_RANGES, GROUNDTRUTH_FILE
 
 _NOISE_BANK = 4
 _FRAME_RANGE_SEQUENCE = "Football1"
+_MULTI_TARGET_STREAM = 1  # seeds the multi-target writer's generator apart from write_synthetic_otb's
+_MAX_REDRAWS = 50
+MIN_COLOUR_DISTANCE = 80.0  # between the colours of any two targets of a multi-target video (RGB, 0..441)
 
 
 @dataclass
@@ -65,6 +72,55 @@ def write_synthetic_otb(
                      delimiter=",")
         names.append(_FRAME_RANGE_SEQUENCE)
     return names
+
+
+def write_synthetic_multi_target_otb(
+    root: str | Path,
+    num_videos: int,
+    num_frames: int,
+    targets_per_video: int,
+    image_size: tuple[int, int] = (240, 320),
+    seed: int = 0,
+) -> list[str]:
+    """Write `num_videos` videos ``SynthMulti01``, ``SynthMulti02`` ... with `targets_per_video` moving targets each
+    (``groundtruth_rect.1.txt`` ... ``.K.txt``, the OTB multi-target layout) and return the video names.
+
+    Only the first box tells which target is meant, so the targets must not look alike: a video whose targets'
+    colours are too close (`texture_colour_distance` below `MIN_COLOUR_DISTANCE`) is drawn again from the same
+    generator (deterministic for `seed`). Later targets are pasted over earlier ones where they cross, so targets
+    occlude one another; the ground truth keeps the whole (in-image) box, as OTB annotates an occluded target.
+    Independent of `write_synthetic_otb` (own generator): what that writes is unchanged."""
+    if targets_per_video < 1:
+        raise ValueError(f"targets_per_video must be at least 1, got {targets_per_video}")
+    root = Path(root)
+    rng = np.random.default_rng([seed, _MULTI_TARGET_STREAM])
+    names = []
+    for index in range(num_videos):
+        name = f"SynthMulti{index + 1:02d}"
+        for _ in range(_MAX_REDRAWS):
+            frames, tracks = _render_video(rng, num_frames, image_size, num_targets=targets_per_video)
+            if _textures_differ(tracks):
+                break
+        else:
+            raise RuntimeError(f"{name}: could not draw {targets_per_video} targets that look different from one "
+                               f"another in {_MAX_REDRAWS} tries; use fewer targets per video")
+        files = {f"groundtruth_rect.{k + 1}.txt": track.boxes for k, track in enumerate(tracks)}
+        _write_video(root / name, frames, files, delimiter=",")
+        names.append(name)
+    return names
+
+
+def texture_colour_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """How far apart the colours of two target textures are: for each colour of one texture (its rim left out), the
+    Euclidean distance (0..441) to the nearest colour of the other, averaged, the larger of the two directions."""
+    colours_a, colours_b = (np.unique(t[8:-8, 8:-8].reshape(-1, 3), axis=0).astype(np.float64) for t in (a, b))
+    distances = np.linalg.norm(colours_a[:, None] - colours_b[None], axis=2)
+    return float(max(distances.min(axis=1).mean(), distances.min(axis=0).mean()))
+
+
+def _textures_differ(tracks: list[_Track]) -> bool:
+    return all(texture_colour_distance(a.texture, b.texture) >= MIN_COLOUR_DISTANCE
+               for i, a in enumerate(tracks) for b in tracks[i + 1 :])
 
 
 def _write_video(video_dir: Path, frames: list[np.ndarray], groundtruths: dict[str, np.ndarray], delimiter: str):

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--window-lengths", default="10,20,40,80",
+                        help="back-propagation windows T whose training-update activation memory is measured")
+    parser.add_argument("--slots", type=int, default=32, help="episodes per training update (the recipe's --slots)")
 
 
 def _best_fps(run, frames: int, repeats: int) -> float:
@@ -35,6 +38,28 @@ def _best_fps(run, frames: int, repeats: int) -> float:
         run()
         best = min(best, time.perf_counter() - started)
     return frames / best
+
+
+def activation_memory_mb(tracker: DRLTTracker, steps: int, slots: int) -> float:
+    """Bytes autograd keeps for the backward pass of one training chunk of T = `steps` frames over `slots` episodes
+    (the cost of a longer back-propagation window), counted with saved-tensor hooks; weights are not included."""
+    saved = {}
+
+    def pack(tensor):
+        saved[(tensor.data_ptr(), tensor.shape, tensor.dtype)] = tensor.numel() * tensor.element_size()
+        return tensor
+
+    recurrent = tracker.recurrent
+    maps = torch.randn(slots, steps, *tracker.feature_shape).half()
+    boxes = torch.rand(slots, 4) * 0.5 + 0.25
+    locations = torch.zeros(slots, steps, 4)
+    locations[:, 0] = boxes
+    state = recurrent.initial_state(maps[:, 0], boxes)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        mu, _ = recurrent(maps, locations, state)
+    mu.sum().backward()
+    recurrent.zero_grad(set_to_none=True)
+    return sum(saved.values()) / 2**20
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -57,11 +82,14 @@ def run(args: argparse.Namespace) -> dict:
     init = otb_to_normalized(np.asarray(init_box), image_size)
     fps_recurrent = _best_fps(lambda: tracker.predict_locations(features, init), args.frames, args.repeats)
     config = {key: getattr(tracker, "_hub_mixin_config", {}).get(key) for key in
-              ("backbone", "input_size", "grid_size", "hidden_size")}
+              ("backbone", "input_size", "feature_stage", "observation", "grid_size", "hidden_size")}
+    memory = {str(steps): activation_memory_mb(tracker, steps, args.slots)
+              for steps in (int(value) for value in args.window_lengths.split(","))}
     return {
         "fps_end_to_end": fps_end_to_end,
         "fps_recurrent_only": fps_recurrent,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+        "training_activation_mb_by_window": memory, "training_slots": args.slots,
         "targets": {"fps_end_to_end": 45, "fps_recurrent_only": 270},
         "frames": args.frames, "frame_size": [args.height, args.width], "config": config,
         "parameters": sum(p.numel() for p in tracker.parameters()),

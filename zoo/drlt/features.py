@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from zoo.drlt.model import DRLTTracker
+from zoo.drlt.networks import unit_cells
 from zoo.hub import state_digest
 
 
 def backbone_fingerprint(tracker: DRLTTracker) -> str:
     """Hash of the frozen backbone (its weights and how frames are fed to it)."""
     backbone = tracker.backbone
-    return state_digest(backbone, f"{type(backbone.body).__name__}|{backbone.input_size}|{backbone.grid_size}")
+    return state_digest(backbone, f"{type(backbone.body).__name__}|{backbone.input_size}|{backbone.feature_stage}")
 
 
 def _frames_fingerprint(frame_paths: list[Path]) -> str:
@@ -33,7 +34,8 @@ def _frames_fingerprint(frame_paths: list[Path]) -> str:
 
 
 class FeatureCache:
-    """`cache.features(name, frame_paths)` -> (N, D) float32 tensor, computed once, then read from `root`."""
+    """`cache.features(name, frame_paths)` -> (N, C, S, S) float32 unit-cell feature maps, computed once (stored as
+    float16), then read from `root`."""
 
     def __init__(self, root: str | Path, tracker: DRLTTracker):
         self.root = Path(root)
@@ -48,11 +50,12 @@ class FeatureCache:
         path = self.path_for(name, frame_paths)
         if path.is_file():
             cached = np.load(path)
-            if cached.shape == (len(frame_paths), self.tracker.feature_dim):
-                return torch.from_numpy(cached)
+            if cached.shape == (len(frame_paths), *self.tracker.feature_shape):
+                # entries written before the backbone returned unit cells are normalised here (idempotent)
+                return unit_cells(torch.from_numpy(cached))
         features, _ = self.tracker.encode(frame_paths)
         self.root.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # two ranks may write the same entry
-        np.save(partial, features.numpy().astype(np.float32))
+        np.save(partial, features.numpy().astype(np.float16))
         os.replace(partial, path)
-        return features
+        return unit_cells(features)

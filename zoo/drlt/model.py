@@ -18,7 +18,7 @@ import torch
 
 from datamodules.image_io import read_rgb
 from zoo.drlt.env import normalized_to_otb, otb_to_normalized
-from zoo.drlt.networks import FrozenBackbone, RecurrentTracker, as_location
+from zoo.drlt.networks import FrozenBackbone, RecurrentTracker, as_location, unit_cells
 from zoo.hub import ZooModel
 
 Frame = np.ndarray | str | Path
@@ -82,20 +82,30 @@ class DRLTTracker(ZooModel):
         hidden_size: int = 256,
         backbone_weights: str = "random-init",
         feature_batch_size: int = 32,
+        observation: str = "paper",
+        feature_stage: int = -1,
+        location_scale: float = 1.0,
+        window: float = 0.15,
+        temperature: float = 0.05,
+        output: str = "absolute",
+        residual_scale: float = 0.5,
     ):
         super().__init__()
-        self.backbone = FrozenBackbone(backbone, input_size, grid_size)
-        self.recurrent = RecurrentTracker(self.backbone.feature_dim, hidden_size)
+        self.backbone = FrozenBackbone(backbone, input_size, feature_stage)
+        self.recurrent = RecurrentTracker(self.backbone.feature_shape, hidden_size, observation, grid_size,
+                                          location_scale, window, temperature, output, residual_scale)
         self.backbone_weights = backbone_weights
         self.feature_batch_size = feature_batch_size
 
     @property
-    def feature_dim(self) -> int:
-        return self.backbone.feature_dim
+    def feature_shape(self) -> tuple[int, int, int]:
+        """Shape of one frame's cached features, (C, S, S): a feature map, from which the observation is derived."""
+        return self.backbone.feature_shape
 
     @torch.no_grad()
     def encode(self, frames: Iterable[Frame]) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Frozen features of every frame, (N, D), and the common (height, width); checks the frames agree in size."""
+        """Frozen feature maps of every frame with unit cells, (N, C, S, S) float16 (half the cache and memory; the
+        observation is computed in float32), and the common (height, width); checks the frames agree in size."""
         batches, batch, image_size = [], [], None
         for index, frame in enumerate(frames):
             frame = read_frame(frame, index)
@@ -116,20 +126,24 @@ class DRLTTracker(ZooModel):
                 batches.append(self.backbone(self.backbone.preprocess(batch)))
         if image_size is None:
             raise ValueError("the video is empty: track() needs at least one frame")
-        return torch.cat(batches).cpu(), image_size
+        return torch.cat(batches).cpu().half(), image_size
 
     @torch.no_grad()
     def predict_locations(self, features: torch.Tensor, init_location: torch.Tensor) -> torch.Tensor:
-        """DRLT-LSTM: precomputed features (N, D) and the normalised first box (4,) -> μ as locations (N, 4)."""
-        if features.ndim != 2 or features.shape[1] != self.feature_dim:
-            raise ValueError(f"features must be (N, {self.feature_dim}), got {tuple(features.shape)}")
+        """DRLT-LSTM: precomputed feature maps (N, C, S, S) and the normalised first box (4,) -> μ as locations (N, 4)."""
+        if features.ndim != 4 or tuple(features.shape[1:]) != self.feature_shape:
+            raise ValueError(f"features must be (N, {', '.join(map(str, self.feature_shape))}), got "
+                             f"{tuple(features.shape)}")
         if len(features) == 0:
             raise ValueError("the video is empty: tracking needs at least one frame")
         device = self.recurrent.observation.weight.device
+        features = unit_cells(features.to(device))  # idempotent: callers may pass raw maps
+        first = init_location.to(device).float().view(1, 4)
         location_inputs = torch.zeros(1, len(features), 4, device=device)
-        location_inputs[0, 0] = init_location.to(device)
+        location_inputs[0, 0] = first[0]
         with flushed_denormals():
-            mu, _ = self.recurrent(features.to(device).unsqueeze(0), location_inputs)
+            state = self.recurrent.initial_state(features[:1], first)
+            mu, _ = self.recurrent(features.unsqueeze(0), location_inputs, state)
         return as_location(mu[0]).cpu()
 
     def track_features(self, features: torch.Tensor, init_box, image_size: tuple[int, int]) -> np.ndarray:
