@@ -497,6 +497,9 @@ def per_sequence_table(results: dict) -> str:
     baseline = results["baseline_repeat_first_box"]
     lines.append(f"| **mean** | **{results['success_auc']:.3f}** | {baseline['success_auc']:.3f} | "
                  f"**{results['precision_20']:.3f}** | {baseline['precision_20']:.3f} |")
+    better = sum(scores["success_auc"] > scores["baseline_success_auc"] for scores in results["per_sequence"].values())
+    lines.append(f"\nSuccess AUC above repeating the first box on {better} of {len(results['per_sequence'])} "
+                 "sequences.")
     return "\n".join(lines)
 
 
@@ -577,7 +580,7 @@ def write_run_dir(args, argv, run_dir: Path, tracker, results: dict, data: Data,
         "model": args.name, "method": "drlt", "paper": PAPER, "paper_url": PAPER_URL, "benchmark": "OTB",
         "command": "python -m recipes.drlt_otb " + shlex.join(a for a in argv if a != "--restart"),
         "hardware": hardware_description(args) + (f" x {world} processes" if world > 1 else ""),
-        "train_seconds": results["train_seconds"],
+        "train_seconds": round(results["train_seconds"]),
         "trained_on": data.trained_on + (f"; validated on {data.validated_on}" if data.validated_on else ""),
         "per_sequence_table": per_sequence_table(results),
         "paper_protocol_section": paper_protocol_section(args.paper_protocol_run),
