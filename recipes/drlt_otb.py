@@ -395,11 +395,15 @@ def train_and_evaluate(args, argv: list[str], run: RunDirectory) -> dict | None:
     identity = {"hparams": dict(module.hparams), "train": sorted(track.name for track in data.train),
                 "validation": [track.name for track in data.validation]}
     last = run.checkpoint_callback(identity=identity, every_minutes=args.checkpoint_minutes, every_n_epochs=1)
+    # Both act when validation ends, so that last.ckpt (written at the epoch's end) already holds this epoch's
+    # best score and patience count; acting at the epoch's end they would run after it, and a resumed run would
+    # take its first validation for the best and count patience one short.
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/auc", mode="max",
-                           save_top_k=1, save_last=False, enable_version_counter=False)
+                           save_top_k=1, save_last=False, enable_version_counter=False, save_on_train_epoch_end=False)
     callbacks = [last, best, TrainingProgress("DRLT updates", "upd", update_postfix)]
     if args.patience > 0:
-        callbacks.append(EarlyStopping(monitor="val/auc", mode="max", patience=args.patience, min_delta=1e-4))
+        callbacks.append(EarlyStopping(monitor="val/auc", mode="max", patience=args.patience, min_delta=1e-4,
+                                       check_on_train_epoch_end=False))
     trainer = pl.Trainer(accelerator=args.accelerator, devices=_devices(args.devices), num_nodes=args.num_nodes,
                          strategy=args.strategy, max_epochs=epochs, logger=CSVLogger(run_dir, name="logs"),
                          callbacks=callbacks, plugins=[run.checkpoint_io()], enable_checkpointing=True,
