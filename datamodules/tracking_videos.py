@@ -37,11 +37,10 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from datamodules.image_io import write_rgb
 from datamodules.otb import _split_name, discover_sequences, load_otb, read_groundtruth
-from datamodules.vos_io import frame_size
+from datamodules.vos_io import boxes_from_mask
 
 if TYPE_CHECKING:  # datamodules.instance_frames imports torch and Lightning: loaded only where frames are listed
     from datamodules.instance_frames import InstanceFrame
@@ -165,65 +164,33 @@ def otb_videos(root: str | Path, names: str | Sequence[str] | None = None, *, so
 # --- DAVIS 2016 ---------------------------------------------------------------------------------------------------
 
 
-def _mask_box(mask: np.ndarray) -> np.ndarray:
-    """Tight OTB box (1-based x, y, w, h) of a boolean mask; a NaN row when it is empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+def _mask_box(labels: np.ndarray) -> np.ndarray:
+    """Tight OTB box (1-based x, y, w, h) of the non-zero pixels of `labels`; a NaN row when there are none."""
+    found = boxes_from_mask((labels > 0).astype(np.uint8), [1])
+    if 1 not in found:
         return np.full(4, np.nan)
-    columns = np.flatnonzero(mask.any(axis=0))
-    return np.array([columns[0] + 1, rows[0] + 1, columns[-1] - columns[0] + 1, rows[-1] - rows[0] + 1], np.float64)
-
-
-def _davis2016_sequence_list(root: Path, sequences: str | Sequence[str] | None) -> list[str]:
-    annotations = root / "Annotations" / "480p"
-    if sequences is None:
-        if not annotations.is_dir():
-            raise FileNotFoundError(f"{annotations} does not exist: is {root} a DAVIS 2016 folder "
-                                    "(JPEGImages/480p/<seq>/, Annotations/480p/<seq>/)?")
-        return sorted(path.name for path in annotations.iterdir() if path.is_dir())
-    if isinstance(sequences, str):
-        listed = root / "ImageSets" / "480p" / f"{sequences}.txt"
-        if not listed.is_file():
-            raise FileNotFoundError(f"{listed} does not exist: pass a split (train, val, trainval) whose ImageSets "
-                                    "list is present, or a list of sequence names")
-        names = {line.split()[0].split("/")[3] for line in listed.read_text().splitlines() if line.strip()}
-        return sorted(names)
-    return list(sequences)
+    x0, y0, x1, y1 = found[1]
+    return np.array([x0 + 1, y0 + 1, x1 - x0, y1 - y0], np.float64)
 
 
 def davis2016_videos(root: str | Path, sequences: str | Sequence[str] | None = None) -> list[TrackedVideo]:
-    """DAVIS 2016 480p videos (every sequence under Annotations/480p when `sequences` is None; a split name "train" /
-    "val" / "trainval" reads ImageSets/480p/<split>.txt), one target "1": the tight box of each frame's binary mask
-    (mask > 0 after PIL ``.convert("L")``, so the mode-LA masks of the release read right); an empty mask gives a
-    NaN row."""
-    root = Path(root)
+    """DAVIS 2016 480p videos read by `datamodules.davis.DAVIS` (every sequence when `sequences` is None; a split
+    name "train" / "val" / "trainval" reads ImageSets/480p/<split>.txt), one target "1": the tight box of each
+    frame's mask; an empty mask gives a NaN row. The reader's errors name the missing or mismatched file."""
+    from datamodules.davis import DAVIS
+
+    split = sequences if isinstance(sequences, str) else None
+    names = None if sequences is None or isinstance(sequences, str) else list(sequences)
+    collection = DAVIS(root, year=2016, split=split, sequences=names)
     videos = []
-    for sequence in _davis2016_sequence_list(root, sequences):
-        image_dir = root / "JPEGImages" / "480p" / sequence
-        mask_dir = root / "Annotations" / "480p" / sequence
-        if not image_dir.is_dir():
-            raise FileNotFoundError(f"DAVIS 2016 sequence {sequence!r}: image folder {image_dir} does not exist")
-        frame_paths = sorted(image_dir.glob("*.jpg"))
-        if not frame_paths:
-            raise FileNotFoundError(f"DAVIS 2016 sequence {sequence!r}: {image_dir} holds no .jpg frame")
-        height, width = frame_size(frame_paths[0])
-        boxes = np.empty((len(frame_paths), 4))
-        for index, frame in enumerate(frame_paths):
-            mask_path = mask_dir / f"{frame.stem}.png"
-            if not mask_path.is_file():
-                raise FileNotFoundError(f"DAVIS 2016 sequence {sequence!r}: mask {mask_path} for frame {frame} is "
-                                        "missing; DAVIS 2016 annotates every frame")
-            if index and frame_size(frame) != (height, width):
-                raise ValueError(f"{frame} is {frame_size(frame)} but {frame_paths[0]} is {(height, width)} (H, W); "
-                                 "every frame of a sequence must have the same size")
-            with Image.open(mask_path) as image:
-                mask = np.asarray(image.convert("L")) > 0
-            if mask.shape != (height, width):
-                raise ValueError(f"mask {mask_path} is {mask.shape} but frame {frame} is {(height, width)} (H, W); "
-                                 "is it the mask of another resolution (use the 480p annotations)?")
-            boxes[index] = _mask_box(mask)
-        videos.append(TrackedVideo(name=f"davis2016/{sequence}", source="davis2016", frame_paths=frame_paths,
-                                   image_size=(height, width), boxes={"1": boxes}))
+    for name in collection.names:
+        sequence = collection[name]
+        if not sequence.frame_paths or not all(path.is_file() for path in sequence.frame_paths):
+            raise FileNotFoundError(f"DAVIS 2016 sequence {name!r}: its frames under "
+                                    f"{Path(root) / 'JPEGImages' / '480p' / name} are missing")
+        boxes = np.stack([_mask_box(sequence.require_mask(index)) for index in range(len(sequence))])
+        videos.append(TrackedVideo(name=f"davis2016/{name}", source="davis2016", frame_paths=sequence.frame_paths,
+                                   image_size=sequence.frame_size(0), boxes={"1": boxes}))
     return videos
 
 
