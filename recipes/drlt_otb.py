@@ -38,6 +38,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from datamodules.instance_frames import davis2016_val_sequences
 from datamodules.otb import OTBSequence, discover_sequences, load_otb, sequence_names
 from datamodules.synthetic_otb import write_synthetic_otb
 from datamodules.tracking_videos import (TrackedVideo, otb_videos, realdata_tracking_sources,
@@ -62,9 +63,6 @@ DEFAULT_SYNTHETIC_UPDATES = 600
 DEFAULT_REALDATA = Path(os.environ.get("ZOO_SHARED", REPO_ROOT.parent / "shared")) / "realdata"
 REAL_SOURCES = ("davis2016", "coco128", "cvppp", "davis2017")
 TRAIN_SOURCES = (*REAL_SOURCES, "synthetic", "otb")
-DAVIS2016_VAL = ("blackswan", "car-shadow", "drift-chicane", "scooter-black", "bmx-trees", "breakdance", "camel",
-                 "cows", "dance-twirl", "dog", "goat", "horsejump-high", "kite-surf", "libby", "motocross-jump",
-                 "paragliding-launch", "parkour", "soapbox", "drift-straight", "car-roundabout")  # the release's val
 OVERLAP_NOTE = "test frames include the training frames (paper protocol: train on the first third of each sequence)"
 
 
@@ -234,13 +232,13 @@ def _name_hash(name: str) -> float:
     return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 2**32
 
 
-def validation_names(names: list[str], fraction: float) -> set[str]:
+def validation_names(names: list[str], fraction: float, davis2016_val: set[str]) -> set[str]:
     """DAVIS 2016 val sequences always; of the others a fixed share, by a hash of the name (stable across runs and
     subsets); at least one video when there are several (the lowest hash), so that small runs validate too."""
     chosen = set()
     for name in names:
         source, _, group = name.partition("/")
-        if group in DAVIS2016_VAL if source == "davis2016" else _name_hash(name) < fraction:
+        if group in davis2016_val if source == "davis2016" else _name_hash(name) < fraction:
             chosen.add(name)
     others = [name for name in names if not name.startswith("davis2016/")]
     if not chosen and len(others) > 1:
@@ -299,7 +297,9 @@ def build_data(args, cache: FeatureCache, test: list[OTBSequence], root: Path) -
                          f"{', '.join(TRAIN_SOURCES)}")
     videos = training_videos(args, sources, {seq.name for seq in test})
     train, validation = [], []
-    held_out = validation_names([video.name for video in videos], args.validation_fraction)
+    davis2016 = args.realdata / "DAVIS2016"
+    davis2016_val = set(davis2016_val_sequences(davis2016)) if "davis2016" in sources else set()
+    held_out = validation_names([video.name for video in videos], args.validation_fraction, davis2016_val)
     for video in progress(videos, desc="backbone features", unit="video"):
         features = cache.features(video.name.replace("/", "-"), video.frame_paths)
         if video.name in held_out:
