@@ -17,6 +17,11 @@ copies. Leaf ids are renumbered 1..K after the crop, so leaves cut away by it le
 counts a gap as a missed leaf). The authors' code instead scales the shorter side to 224 (`t.Scale`) and rotates by
 up to ±180°; the paper's ×2 is followed here.
 
+`geometry` picks how an item is framed: "crop" (the paper's ×2 downscale and 224 centre crop, the default),
+"whole" (the whole plant resized to `crop_size`², squashing the 500×530 aspect by 6 %, exactly what
+`ACISSegmenter.segment` does to a full image, so training sees what inference sees and no border leaf is cut), or
+"original" (the release's full-resolution image and labels, for evaluation at the benchmark's own resolution).
+
 Splits: "ablation-train" / "ablation-val" (103 / 25 of the 128, a fixed permutation of the sorted names with `seed`;
 on a set of another size the validation share stays 25/128), "all" (every training image), "test" (the 33 test
 images, no labels: items then have no "labels" key).
@@ -40,6 +45,7 @@ CROP_SIZE = 224
 DOWNSCALE = 2
 ABLATION_VAL_SHARE = 25 / 128
 SPLITS = ("ablation-train", "ablation-val", "all", "test")
+GEOMETRIES = ("crop", "whole", "original")
 H5_TRAIN_IMAGES = "CVPPP2017_training_images.h5"
 H5_TRAIN_TRUTH = "CVPPP2017_training_truth.h5"
 H5_TEST_IMAGES = "CVPPP2017_testing_images.h5"
@@ -165,9 +171,13 @@ class CVPPPLeaves(Dataset):
     """CVPPP A1 plants as {"image": float32 (3, 224, 224) in [0, 1], "labels": int64 (224, 224), "name": str}."""
 
     def __init__(self, data_dir, split: str = "ablation-train", augment: bool = False, seed: int = 0,
-                 max_small_angle: float = 15.0, crop_size: int = CROP_SIZE, downscale: int = DOWNSCALE):
+                 max_small_angle: float = 15.0, crop_size: int = CROP_SIZE, downscale: int = DOWNSCALE,
+                 geometry: str = "crop"):
         if split not in SPLITS:
             raise ValueError(f"unknown CVPPP split {split!r}; choose one of {SPLITS}")
+        if geometry not in GEOMETRIES:
+            raise ValueError(f"unknown CVPPP item geometry {geometry!r}; choose one of {GEOMETRIES}")
+        self.geometry = geometry
         self.data_dir = Path(data_dir)
         self.split, self.augment, self.max_small_angle = split, augment, max_small_angle
         self.crop_size, self.downscale = crop_size, downscale
@@ -181,9 +191,12 @@ class CVPPPLeaves(Dataset):
         return len(self.names)
 
     def _downscaled(self, name: str):
-        # a few MB for all of A1, so each worker keeps what it has decoded
+        # a few MB for all of A1 (about 100 MB at full resolution), so each worker keeps what it has decoded
         if name not in self._cache:
             image, labels = self.source.load(name)
+            if self.geometry != "crop":
+                self._cache[name] = (image, labels)
+                return self._cache[name]
             size = (max(1, round(image.shape[1] / self.downscale)), max(1, round(image.shape[0] / self.downscale)))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             if labels is not None:
@@ -210,11 +223,18 @@ class CVPPPLeaves(Dataset):
         image, labels = self._downscaled(name)
         if self.augment:
             image, labels = self._augment(image, labels)
-        image = centre_crop(image, self.crop_size, self.crop_size)
+        if self.geometry == "crop":
+            image = centre_crop(image, self.crop_size, self.crop_size)
+            labels = None if labels is None else centre_crop(labels, self.crop_size, self.crop_size)
+        elif self.geometry == "whole":
+            size = (self.crop_size, self.crop_size)
+            image = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+            if labels is not None:
+                labels = cv2.resize(np.ascontiguousarray(labels).astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
         item = {"image": torch.from_numpy(np.ascontiguousarray(image).transpose(2, 0, 1)).float().div_(255),
                 "name": name}
         if labels is not None:
-            labels = relabel_consecutive(centre_crop(labels, self.crop_size, self.crop_size))
+            labels = relabel_consecutive(np.ascontiguousarray(labels))
             item["labels"] = torch.from_numpy(labels)
         return item
 
@@ -224,14 +244,16 @@ class CVPPPDataModule(InstanceDataModule):
     validation always uses "ablation-val" (with "all" it overlaps training: a sanity check, not a measurement)."""
 
     def __init__(self, data_dir, train_split: str = "ablation-train", val_split: str = "ablation-val",
-                 batch_size: int = 4, num_workers: int = 0, augment: bool = True, seed: int = 0):
+                 batch_size: int = 4, num_workers: int = 0, augment: bool = True, seed: int = 0,
+                 geometry: str = "crop", crop_size: int = CROP_SIZE):
         super().__init__(data_dir)
         self.save_hyperparameters()
 
     def make_dataset(self, role: str) -> CVPPPLeaves:
         hp = self.hparams
+        framing = {"geometry": hp.geometry, "crop_size": hp.crop_size}
         if role == "train":
-            return CVPPPLeaves(self.data_dir, hp.train_split, augment=hp.augment, seed=hp.seed)
+            return CVPPPLeaves(self.data_dir, hp.train_split, augment=hp.augment, seed=hp.seed, **framing)
         if role == "val":
-            return CVPPPLeaves(self.data_dir, hp.val_split, augment=False, seed=hp.seed)
-        return CVPPPLeaves(self.data_dir, "test")
+            return CVPPPLeaves(self.data_dir, hp.val_split, augment=False, seed=hp.seed, **framing)
+        return CVPPPLeaves(self.data_dir, "test", **framing)

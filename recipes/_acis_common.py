@@ -5,7 +5,8 @@ at its end (re-running the command skips finished stages and resumes an interrup
 stages it runs over; see `recipes._run_dir`):
 `preproc` (foreground + angles FCN), `cvae` (pre-training), `init` (the actor trained with BCE before the
 RL stage; here on its own rollouts from ground-truth start states, see `ActorCriticModule.sampled_state_update`),
-`train` (the `--ablation`: AC, AC-NoKL, AC-NoSP, BL or BL-Trunc), then `eval`
+`train` (the `--ablation`: AC, AC-NoKL, AC-NoSP, BL or BL-Trunc; each row in its own `checkpoints/train-<ablation>`,
+and `eval` only takes the row it is asked for), then `eval`
 (metrics JSON, per-image CSV, Fig.-4-style picture, Hub folder `RUN_DIR/model`, `results.json`).
 """
 
@@ -28,10 +29,13 @@ from lightning.pytorch.loggers import CSVLogger
 
 from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warnings, progress, quiet_lightning
 from recipes._run_dir import RunDirectory, checkpoint_state
+from zoo.registry import markdown_row
+from zoo.acis.model import ForegroundComponents
 from zoo.acis.module import ActorCriticModule, CVAEModule, PreprocessingModule
 from zoo.acis.networks import ACISConfig
 
 STAGES = ("preproc", "cvae", "init", "train", "eval")
+PROFILES = ("embedded", "cpu", "paper")
 ABLATIONS = ("AC", "AC-NoKL", "AC-NoSP", "BL", "BL-Trunc")
 PAPER = "Actor-Critic Instance Segmentation (Araslanov, Rothkopf, Roth; CVPR 2019)"
 PAPER_URL = "https://arxiv.org/abs/1904.05126"
@@ -54,14 +58,15 @@ class Schedule:
     beta_kl: float = 1e-4
     critic_warmup: int = 1024
     critic_iter: int = 4
-    ac_lr: float | None = None  # the actor's lr in the AC stage (None: `lr`)
-    ac_beta_kl: float | None = None  # beta of the AC stage (None: `beta_kl`)
+    ac_lr: float | None = None  # the actor's lr in the last stage, every row alike (None: `lr`)
+    ac_beta_kl: float | None = None  # beta of the last stage, every row alike (None: `beta_kl`)
     critic_lr_factor: float = 2.0  # the critic's lr is this times the actor's (paper: 2)
     init_rollout: int = 1  # actor steps trained per init update, each on the state its own masks made
     init_rollout_fraction: float = 0.0  # share of init updates starting from M_1 = 0 (else from ground-truth leaves)
     init_curriculum: list = field(default_factory=lambda: [[0, 1]])
     curriculum: list = field(default_factory=lambda: [[0, 5], [6400, 10], [9000, 15]])
     bl_curriculum: list = field(default_factory=lambda: [[0, 5], [3400, 10], [8400, 21]])
+    framing: str = "crop"  # how training items are framed (`datamodules.cvppp` geometries; KITTI ignores it)
 
 
 def embedded_config(*, height: int, width: int, latent_size: int, feature_size: int) -> ACISConfig:
@@ -88,9 +93,8 @@ def embedded_schedule(*, init_epochs: int, curriculum_switch: int) -> Schedule:
         # empty masks (KITTI) or did not help (CVPPP)
         ac_lr=1e-4, critic_lr_factor=10.0, ac_beta_kl=1e-4,
         curriculum=[[0, 5], [curriculum_switch, 10]], bl_curriculum=[[0, 5], [curriculum_switch, 10]],
-        # init: 4 trained steps per update on the actor's own rollout, a quarter of them from M_1 = 0 (CVPPP
-        # ablation-val SBD / |DiC| after 160 epochs: 0.238 / 8.7 against 0.155 / 11.7 for one step from
-        # ground-truth states, whose actor emitted empty masks after its second leaf)
+        # init: 4 trained steps per update on the actor's own rollout, a quarter of them from M_1 = 0 (one step from
+        # ground-truth states alone gave an actor that emitted empty masks after its second leaf)
         init_rollout=4, init_rollout_fraction=0.25,
     )
 
@@ -124,12 +128,18 @@ class Benchmark:
     embedded_schedule: Schedule
     paper_schedule: Schedule
     write_synthetic: Callable[[Path], Path]  # root -> data dir
-    datamodule: Callable[[Path, int], pl.LightningDataModule]  # (data_dir, batch_size) -> datamodule
+    # (data_dir, batch_size, framing, size) -> datamodule
+    datamodule: Callable[..., pl.LightningDataModule]
     evaluate: Callable  # (segmenter, dataset) -> (summary dict, per-image rows)
     metric_names: dict  # key in summary -> (type, human name)
     paper_results: list
     synthetic_description: str
     val_split_name: str
+    cpu_config: ACISConfig | None = None  # `--profile cpu`: real data on a CPU in about an hour
+    cpu_schedule: Schedule | None = None
+    # (data_dir) -> the validation images at the benchmark's own resolution, as evaluation reads them (None: the
+    # datamodule's validation set)
+    eval_dataset: Callable | None = None
 
 
 def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
@@ -144,9 +154,15 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     parser.add_argument("--ablation", choices=ABLATIONS, default="AC", help="the Table 1 row trained by `train`")
     parser.add_argument("--pretrained-run", type=Path, default=None,
                         help="take the preproc / cvae / init checkpoints from this run dir instead of training them")
-    parser.add_argument("--paper-config", action="store_true",
-                        help="paper widths and schedule (default with --data-dir); GPU-days, not CPU-minutes")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="network widths and schedule: 'embedded' (minutes, the default without --data-dir), "
+                        "'paper' (the paper's, the default with --data-dir; GPU-days), 'cpu' (real data on 2 CPU "
+                        "cores in about an hour, where the benchmark has one)")
+    parser.add_argument("--paper-config", action="store_true", help="the same as --profile paper")
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every stage's epochs")
+    parser.add_argument("--train-epochs", type=int, default=None,
+                        help="epochs of the last (train) stage, overriding the profile's (Table 1 gives every row "
+                        "the same budget with it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; data loading runs in one worker process beside them (default 1: "
@@ -185,12 +201,15 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
     synthetic = args.data_dir is None
     data_dir = benchmark.write_synthetic(run_dir / "data") if synthetic else args.data_dir
     data_dir = str(data_dir)  # Lightning stores the datamodule hparams in checkpoints: keep them weights_only-safe
-    use_paper = args.paper_config or not synthetic
-    config = benchmark.paper_config if use_paper else benchmark.embedded_config
-    schedule = benchmark.paper_schedule if use_paper else benchmark.embedded_schedule
+    config, schedule = profile_settings(benchmark, args)
+    if config.preproc_backbone != "fcn":
+        from zoo.backbones import pretrained_state
+
+        # recorded in every stage's config, so the published config.json says where the body's weights came from
+        config = ACISConfig.from_dict({**config.to_dict(), "backbone_weights": pretrained_state(config.preproc_backbone)[1]})
     if args.ablation == "AC-NoSP":
         config = ACISConfig.from_dict({**config.to_dict(), "state_pyramid": False})
-    datamodule = benchmark.datamodule(data_dir, schedule.batch_size)
+    datamodule = benchmark.datamodule(data_dir, schedule.batch_size, schedule.framing, config.height)
     if args.pretrained_run is not None and args.ablation == "AC-NoSP":
         raise SystemExit("--ablation AC-NoSP needs its own cVAE without the State Pyramid: drop --pretrained-run")
     stages = STAGES if args.stage == "all" else (args.stage,)
@@ -198,9 +217,11 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
         stages = ("train", "eval")
     epochs = lambda n: max(1, round(n * args.epochs_scale))  # noqa: E731
     timings = {}
+    if "train" in stages or "eval" in stages:
+        adopt_legacy_train_checkpoint(run_dir)
     if args.restart:
         for stage in stages:
-            run.discard_checkpoints(stage)
+            run.discard_checkpoints(stage_folder(stage, args.ablation))
 
     def source(stage: str) -> Path:
         return source_of(args, run_dir, stage)
@@ -209,13 +230,16 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
         """Trains the stage (False when it had finished already)."""
         identity = {"stage": stage, "hparams": dict(module.hparams), "seed": args.seed,
                     "data": "synthetic" if synthetic else str(Path(data_dir).resolve())}
-        resume = run.resume_checkpoint(stage, identity)
+        folder = stage_folder(stage, args.ablation)
+        resume = run.resume_checkpoint(folder, identity)
         if resume is not None:
+            if isinstance(module, ActorCriticModule):
+                check_mode(resume, module.hparams.mode)
             state = checkpoint_state(resume)
             if state["complete"] and state["epochs"] >= max_epochs:
                 return False
-        trainer = stage_trainer(args, run, stage, max_epochs, identity)
-        print(f"[acis] stage {stage}: {max_epochs} epochs -> {run.last_checkpoint(stage)}", file=sys.stderr)
+        trainer = stage_trainer(args, run, folder, max_epochs, identity)
+        print(f"[acis] stage {stage}: {max_epochs} epochs -> {run.last_checkpoint(folder)}", file=sys.stderr)
         # the datamodule's validation split is for `eval`, not for the fit
         with expected_warnings(FROZEN_MODULES, "You passed in a `val_dataloader` but have no `validation_step`"):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -225,7 +249,8 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
         start = time.perf_counter()
         trained = True
         if stage == "preproc":
-            trained = fit(PreprocessingModule(config.to_dict(), lr=schedule.preproc_lr), stage,
+            pretrained = config.preproc_backbone != "fcn"
+            trained = fit(PreprocessingModule(config.to_dict(), lr=schedule.preproc_lr, pretrained_backbone=pretrained), stage,
                           epochs(schedule.preproc_epochs))
         elif stage == "cvae":
             module = CVAEModule(config.to_dict(), lr=schedule.cvae_lr, lambda_kl=schedule.cvae_lambda_kl)
@@ -244,15 +269,16 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
             actor_critic = args.ablation.startswith("AC")
             module = ActorCriticModule(
                 config.to_dict(), mode=args.ablation, score=benchmark.score,
-                lr=schedule.ac_lr if actor_critic and schedule.ac_lr else schedule.lr,
+                # every Table 1 row gets the same actor learning rate and beta: no row is tuned more than another
+                lr=schedule.ac_lr or schedule.lr,
                 critic_lr_factor=schedule.critic_lr_factor,
-                beta_kl=schedule.ac_beta_kl if actor_critic and schedule.ac_beta_kl is not None else schedule.beta_kl,
+                beta_kl=schedule.ac_beta_kl if schedule.ac_beta_kl is not None else schedule.beta_kl,
                 critic_warmup=schedule.critic_warmup, critic_iter=schedule.critic_iter,
                 curriculum=schedule.curriculum if actor_critic else schedule.bl_curriculum,
             )
             init = load(ActorCriticModule, source("init"))
             module.load_pretrained(init.preproc, init.decoder, init.actor)
-            trained = fit(module, stage, epochs(schedule.train_epochs))
+            trained = fit(module, stage, args.train_epochs or epochs(schedule.train_epochs))
         elif stage == "eval":
             timings_file = run_dir / "timings.json"
             previous = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
@@ -267,13 +293,67 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
     return {"timings_s": timings}
 
 
+def profile_name(args) -> str:
+    if args.paper_config:
+        return "paper"
+    return args.profile or ("embedded" if args.data_dir is None else "paper")
+
+
+def profile_settings(benchmark: Benchmark, args) -> tuple[ACISConfig, Schedule]:
+    profile = profile_name(args)
+    if profile == "cpu":
+        if benchmark.cpu_config is None:
+            raise SystemExit(f"{benchmark.name} has no 'cpu' profile: use --profile embedded or paper")
+        return benchmark.cpu_config, benchmark.cpu_schedule
+    if profile == "paper":
+        return benchmark.paper_config, benchmark.paper_schedule
+    return benchmark.embedded_config, benchmark.embedded_schedule
+
+
 def source_of(args, run_dir: Path, stage: str) -> Path:
     """The checkpoint a later stage starts from: this run's, or --pretrained-run's for the shared stages."""
     base = args.pretrained_run if args.pretrained_run is not None and stage != "train" else run_dir
     return base / "checkpoints" / stage / "last.ckpt"
 
 
-def load(module_class, path: Path):
+def stage_folder(stage: str, ablation: str) -> str:
+    """The folder under `checkpoints/` of a stage: one per Table 1 row for `train` (`train-AC-NoKL`), so that a row
+    never resumes, evaluates or reports another row's weights (BL and BL-Trunc, AC and AC-NoKL share every shape)."""
+    return f"{stage}-{ablation}" if stage == "train" else stage
+
+
+def checkpoint_mode(path: Path) -> str | None:
+    """The `mode` an ActorCriticModule checkpoint was trained as (None for another module's)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        raise SystemExit(f"{path} cannot be read ({type(error).__name__}: {error}); move it away") from error
+    return checkpoint.get("hyper_parameters", {}).get("mode")
+
+
+def check_mode(path: Path, expected: str) -> None:
+    found = checkpoint_mode(path)
+    if found != expected:
+        raise SystemExit(
+            f"{path} holds a model trained as '{found}', not '{expected}': using it as '{expected}' would report "
+            f"another Table 1 row. Pass --ablation {found} to use it, or train '{expected}' with `--stage train "
+            f"--ablation {expected}` (it writes checkpoints/{stage_folder('train', expected)}/last.ckpt)")
+
+
+def adopt_legacy_train_checkpoint(run_dir: Path) -> None:
+    """Run dirs from before the per-row folders hold the `train` stage in `checkpoints/train`: move it to the folder
+    of the row its hparams name, unless that folder exists (then it stays where it is, unused)."""
+    legacy = run_dir / "checkpoints" / "train"
+    if not (legacy / "last.ckpt").is_file():
+        return
+    mode = checkpoint_mode(legacy / "last.ckpt")
+    target = legacy.with_name(stage_folder("train", mode)) if mode else None
+    if target is not None and not target.exists():
+        legacy.rename(target)
+        print(f"[acis] {legacy} holds a '{mode}' model: moved it to {target}", file=sys.stderr)
+
+
+def load(module_class, path: Path, mode: str | None = None):
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: run the stage that writes it first (--stage {path.parent.name}) or point "
@@ -283,6 +363,8 @@ def load(module_class, path: Path):
     if not state["complete"]:
         raise SystemExit(f"{path} is the checkpoint of an unfinished '{path.parent.name}' stage ({state['epochs']} "
                          f"epochs so far): finish it first by re-running the command that was interrupted")
+    if mode is not None:
+        check_mode(path, mode)
     return module_class.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
@@ -314,21 +396,35 @@ def stage_trainer(args, run: RunDirectory, stage: str, max_epochs: int, identity
 
 
 def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic, timings) -> dict:
-    module = load(ActorCriticModule, run_dir / "checkpoints" / "train" / "last.ckpt")
+    path = run_dir / "checkpoints" / stage_folder("train", args.ablation) / "last.ckpt"
+    if not path.is_file():
+        trained = sorted(p.parent.name.removeprefix("train-") for p in (run_dir / "checkpoints").glob("train-*/last.ckpt"))
+        raise SystemExit(f"{path} is missing: no '{args.ablation}' model was trained in {run_dir} (trained there: "
+                         f"{', '.join(trained) or 'none'}). Train it first with `--stage train --ablation "
+                         f"{args.ablation}`, or evaluate a trained row with its own --ablation")
+    module = load(ActorCriticModule, path, mode=args.ablation)
     segmenter = module.to_segmenter()
-    datamodule.setup("validate")
-    dataset = datamodule.val_set
+    if benchmark.eval_dataset is not None:
+        dataset = benchmark.eval_dataset(data_dir)
+    else:
+        datamodule.setup("validate")
+        dataset = datamodule.val_set
     start = time.perf_counter()
     summary, rows, examples = benchmark.evaluate(segmenter, dataset)
     eval_seconds = time.perf_counter() - start
     # the same evaluation of the actor before the last stage: what the `train` stage added
     before = load(ActorCriticModule, source_of(args, run_dir, "init")).to_segmenter()
-    summary_before, _, _ = benchmark.evaluate(before, dataset, examples=0)
+    summary_before, rows_before, _ = benchmark.evaluate(before, dataset, examples=0)
+    # the trivial baseline on the same foreground: its connected components as instances
+    summary_baseline, rows_baseline, _ = benchmark.evaluate(ForegroundComponents(segmenter), dataset, examples=0)
+    rows = [{**row, **{f"init_{key}": value for key, value in init.items() if key not in ("name",)},
+             **{f"fg_components_{key}": value for key, value in base.items() if key not in ("name",)}}
+            for row, init, base in zip(rows, rows_before, rows_baseline)]
     write_per_image(run_dir / "per_image.csv", rows)
     draw_prediction_order(run_dir / "prediction_order.png", examples, f"{benchmark.name} ({args.ablation})")
     segmenter.save_pretrained(run_dir / "model")
-    metrics = {"ablation": args.ablation, "split": benchmark.val_split_name, "images": len(rows), **summary,
-               "before_train_stage": summary_before}
+    metrics = {"ablation": module.hparams.mode, "split": benchmark.val_split_name, "images": len(rows), **summary,
+               "before_train_stage": summary_before, "foreground_components": summary_baseline}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     data = (f"{benchmark.synthetic_description} written by the recipe (seed 0) to {data_dir}"
             if synthetic else str(data_dir))
@@ -362,17 +458,51 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
                 f"{name} {summary_before[key]:.4g}" for key, (_, name) in benchmark.metric_names.items()) + "."
         ],
         "timings_s": {**timings, "eval": round(eval_seconds, 1)},
-        "ablation": args.ablation,
+        "ablation": module.hparams.mode,  # what the weights were trained as (`load` checked it is the --ablation)
         "config": module.config.to_dict(),
+        "synthetic": synthetic,
+        "profile": profile_name(args),
+        "comparison_table": comparison_table(benchmark, {
+            f"this model ({args.ablation})": summary, "its init actor (before the last stage)": summary_before,
+            "connected components of its foreground (trivial baseline)": summary_baseline}),
+        "per_image_table": per_image_table(benchmark, rows),
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(metrics))
     return results
 
 
+def comparison_table(benchmark, summaries: dict[str, dict]) -> str:
+    names = benchmark.metric_names
+    lines = [markdown_row(["model", *(name for _, name in names.values())]), "|---" * (len(names) + 1) + "|"]
+    for label, summary in summaries.items():
+        lines.append(markdown_row([label, *(f"{summary[key]:.3f}" for key in names)]))
+    return "\n".join(lines)
+
+
+def per_image_table(benchmark, rows: list[dict]) -> str:
+    """One line per image: counts, then each metric for the model, its init actor and the trivial baseline."""
+    names = benchmark.metric_names
+    header = ["image", "instances", "predicted"]
+    for key, (_, name) in names.items():
+        header += [name, f"{name} (init)", f"{name} (fg components)"]
+    lines = [markdown_row(header), "|---" * len(header) + "|"]
+    for row in rows:
+        cells = [row["name"], str(row["ground_truth"]), str(row["predicted"])]
+        for key in names:
+            cells += [f"{row[key]:.3f}", f"{row[f'init_{key}']:.3f}", f"{row[f'fg_components_{key}']:.3f}"]
+        lines.append(markdown_row(cells))
+    return "\n".join(lines)
+
+
 def notes(benchmark, args, synthetic, module) -> list[str]:
+    """What the card says about how this run departs from the paper. Measured figures never appear here: they come
+    from the run's own records (metrics.json, per_image.csv, table1.json)."""
+    profile = profile_name(args)
+    config, paper = module.config, benchmark.paper_config
+    _, schedule = profile_settings(benchmark, args)
     items = [
-        f"Ablation row trained in the last stage: {args.ablation}.",
+        f"Ablation row trained in the last stage: {args.ablation}; profile '{profile}'.",
         "The critic target uses the paper's discount gamma^(i-t) with gamma = 0.9; the authors' train.lua squares "
         "gamma at every step.",
         "The actor back-propagates one step (the authors' -markov keeps two); critic and actor both update on actor "
@@ -381,47 +511,52 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
         "inference stops when P(stop) > 0.7 and binarises masks at 0.3 (authors' defaults); a pixel covered by "
         "several masks goes to the first one (the accumulated-mask semantics); the reward binarises at 0.5.",
         "Augmentation (rotations, flips) is done on the fly instead of the authors' 80 GB of pre-generated data.",
-        "The pre-processing FCN keeps the FCN-8s score fusion but uses one conv per block, a 3x3 fc6 and bilinear "
-        "upsampling.",
     ]
+    if config.preproc_backbone == "fcn":
+        items.append("The pre-processing FCN keeps the FCN-8s score fusion but uses one conv per block, a 3x3 fc6 and "
+                     "bilinear upsampling, trained from scratch (the paper's FCN starts from ImageNet VGG-16).")
+    else:
+        items.append(f"The pre-processing FCN-8s fuses scores from the stride-8/16/32 features of an ImageNet "
+                     f"{config.preproc_backbone} (weights: {config.backbone_weights}; frozen BatchNorm, stem and first "
+                     "two stages frozen) in place of VGG-16, with bilinear upsampling.")
+    if schedule.framing == "whole":
+        items.append(f"Training items are whole plants resized to {config.height}x{config.width} (the paper: x2 "
+                     "downscale and a 224x224 centre crop), exactly what segment() does with a full image, so no border "
+                     "leaf is cut; evaluation segments each full-resolution image and scores it against the full "
+                     "label image.")
     if synthetic:
-        config = module.config
         items.insert(0, (
             f"Trained and measured on synthetic data ({benchmark.synthetic_description}), not on the real benchmark: "
             "the numbers are not comparable with the paper's."
         ))
-        items.insert(1, (
-            f"CPU-sized network: input {config.height}x{config.width} (paper {benchmark.paper_config.height}x"
-            f"{benchmark.paper_config.width}), encoder widths {config.encoder_widths} (paper "
-            f"{benchmark.paper_config.encoder_widths}), LSTM {config.rnn_layers}x{config.rnn_size} (paper 2x512), "
-            f"decoder {config.decoder_widths}, critic {config.critic_widths}; a schedule of minutes instead of "
-            "thousands of epochs, and a shorter critic warm-up and sequence curriculum."
-        ))
-        items.insert(2, (
-            f"Bottleneck grid {config.bottom[0]}x{config.bottom[1]} after {config.levels} halvings (paper 7x7 after 5 "
-            "at 224x224). BatchNorm after every conv (not in the paper) and the mask logit's bias initialised to -4: "
-            "without them the CPU-sized cVAE did not learn to reconstruct a leaf in a few hundred updates. cVAE lr "
-            "3e-3 and lambda_KL 0.1 (paper 2e-4 and 1; lambda_KL 1 collapsed the posterior in this budget). A longer "
-            "init stage (BL-Trunc continued to length 5) was tried and collapsed to empty masks in this budget."
-        ))
-        schedule = benchmark.embedded_schedule
+    if profile != "paper":
+        items.append(
+            f"CPU-sized network: input {config.height}x{config.width} (paper {paper.height}x{paper.width}), encoder "
+            f"widths {config.encoder_widths} (paper {paper.encoder_widths}), LSTM {config.rnn_layers}x{config.rnn_size} "
+            f"(paper 2x512), decoder {config.decoder_widths}, critic {config.critic_widths}, bottleneck grid "
+            f"{config.bottom[0]}x{config.bottom[1]} (paper 7x7); epochs per stage preproc {schedule.preproc_epochs}, "
+            f"cVAE {schedule.cvae_epochs}, init {schedule.init_epochs}, last stage "
+            f"{args.train_epochs or schedule.train_epochs} (paper 300 / 800 / 600 / 9400) and a shorter critic "
+            "warm-up and sequence curriculum. BatchNorm after every conv (not in the paper) and the mask logit's "
+            f"bias initialised to -4 let the small cVAE learn within minutes; cVAE lr {schedule.cvae_lr} and "
+            f"lambda_KL {schedule.cvae_lambda_kl} (paper 2e-4 and 1, which collapsed the posterior in this budget)."
+        )
         items.append((
             "Init stage (deviation): instead of the authors' length-1 BCE stage, which only ever shows the actor "
-            "M_t = 0 and the 'continue' target (it never learnt to move on from covered leaves or to stop: SBD 0.053 "
-            "on the synthetic CVPPP ablation-val split), each update starts from a state sampled from the ground "
-            "truth (k instances covered, all of them with probability 0.2; M_1 = 0 on a "
-            f"{schedule.init_rollout_fraction:g} share of the updates) and trains {schedule.init_rollout} steps of the "
-            "actor's own rollout, M_{t+1} = max(M_t, D(mu_t)) as at inference, with one-step truncated gradients. "
-            "Each step's BCE target is the instance not yet half covered with the best soft Dice (the largest while "
-            "none reaches 0.2), its termination target 'continue' iff such an instance is left. Trained on "
-            "ground-truth states alone, the actor emitted empty masks after its second leaf (synthetic CVPPP "
-            "ablation-val SBD 0.155 after 160 epochs, against 0.238 with the rollout)."
+            "M_t = 0 and the 'continue' target (on synthetic rosettes it never learnt to move on from covered leaves "
+            "or to stop), each update starts from a state sampled from the ground truth (k instances covered, all of "
+            f"them with probability 0.2; M_1 = 0 on a {schedule.init_rollout_fraction:g} share of the updates) and "
+            f"trains {schedule.init_rollout} steps of the actor's own rollout, M_{{t+1}} = max(M_t, D(mu_t)) as at "
+            "inference, with one-step truncated gradients. Each step's BCE target is the instance not yet half "
+            "covered with the best soft Dice (the largest while none reaches 0.2), its termination target 'continue' "
+            "iff such an instance is left."
         ))
         items.append((
-            f"AC stage (deviation): actor lr {schedule.ac_lr}, critic lr {schedule.critic_lr_factor}x the actor's "
-            f"(paper 2x), beta {schedule.ac_beta_kl} (paper 1e-4), critic warm-up {schedule.critic_warmup} updates, "
-            f"actor every {schedule.critic_iter} updates: with the paper's ratios the actor exploited a critic that "
-            "had seen ~100 updates and drifted to one image-independent blob (SBD 0.013)."
+            f"Last stage: actor lr {schedule.ac_lr or schedule.lr} for every row, critic lr "
+            f"{schedule.critic_lr_factor}x the actor's (paper 2x), beta {schedule.ac_beta_kl} (paper 1e-4), critic "
+            f"warm-up {schedule.critic_warmup} updates, actor every {schedule.critic_iter} updates: with the paper's "
+            "ratios the actor exploited a critic that had seen ~100 updates and drifted to one image-independent blob "
+            "on synthetic rosettes."
         ))
     return items
 

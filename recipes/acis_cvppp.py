@@ -27,6 +27,21 @@ PAPER_SCHEDULE = Schedule(preproc_epochs=300, cvae_epochs=800, init_epochs=600, 
 
 EMBEDDED_SCHEDULE = embedded_schedule(init_epochs=160, curriculum_switch=160)
 
+# `--profile cpu`: real plants on 2 CPU cores in about an hour. The whole plant at 160 x 160 (what `segment()` sees),
+# the pre-processing FCN on ImageNet EfficientNet-Lite0, CPU widths with five halvings (a 5 x 5 bottleneck grid).
+CPU_CONFIG = ACISConfig(
+    height=160, width=160, latent_size=16, preproc_backbone="tf_efficientnet_lite0", preproc_fc=128,
+    encoder_widths=[16, 32, 48, 64, 96], bottleneck=256, rnn_size=256, rnn_layers=2, feature_size=128,
+    latent_channels=16, decoder_widths=[64, 48, 32, 16, 8], critic_widths=[16, 32, 48, 64, 96],
+    critic_fc=[256, 128, 64], control_size=64, batch_norm=True,
+)
+CPU_SCHEDULE = Schedule(
+    preproc_epochs=40, cvae_epochs=60, init_epochs=60, train_epochs=20, batch_size=8, framing="whole",
+    preproc_lr=1e-3, cvae_lr=3e-3, cvae_lambda_kl=0.1, lr=5e-4, beta_kl=1e-4, critic_warmup=60, critic_iter=4,
+    ac_lr=1e-4, critic_lr_factor=10.0, ac_beta_kl=1e-4, init_rollout=4, init_rollout_fraction=0.25,
+    curriculum=[[0, 5], [120, 10]], bl_curriculum=[[0, 5], [120, 10]],
+)
+
 
 def write_synthetic(root: Path) -> Path:
     root = Path(root)
@@ -37,11 +52,18 @@ def write_synthetic(root: Path) -> Path:
     return root
 
 
-def datamodule(data_dir: Path, batch_size: int):
+def datamodule(data_dir: Path, batch_size: int, framing: str = "crop", size: int = 224):
     from datamodules.cvppp import CVPPPDataModule
 
     return CVPPPDataModule(data_dir, train_split="ablation-train", val_split="ablation-val",
-                           batch_size=batch_size, num_workers=1, augment=True)
+                           batch_size=batch_size, num_workers=1, augment=True, geometry=framing, crop_size=size)
+
+
+def eval_dataset(data_dir: Path):
+    """The ablation-val plants at the release's full resolution: `segment()` gets the whole image, as a user's."""
+    from datamodules.cvppp import CVPPPLeaves
+
+    return CVPPPLeaves(data_dir, "ablation-val", geometry="original")
 
 
 def evaluate(segmenter, dataset, examples: int = 4):
@@ -68,6 +90,9 @@ CVPPP = Benchmark(
     paper_results=[{"dataset_name": "CVPPP LSC A1 test", "metrics": [{"type": "sbd", "value": 79.1}, {"type": "abs_dic", "value": 1.12}]}],
     synthetic_description=f"{SYNTHETIC_IMAGES} synthetic CVPPP-format rosettes (datamodules.synthetic_cvppp, 3-25 leaves)",
     val_split_name="ablation-val",
+    cpu_config=CPU_CONFIG,
+    cpu_schedule=CPU_SCHEDULE,
+    eval_dataset=eval_dataset,
 )
 
 

@@ -37,7 +37,8 @@ def write_synthetic(root) -> Path:
     return root
 
 
-def datamodule(data_dir, batch_size: int):
+def datamodule(data_dir, batch_size: int, framing: str = "crop", size: int | None = None):
+    """KITTI items keep the reader's own framing (`framing` and `size` are CVPPP's)."""
     from datamodules.kitti_instances import KITTIInstancesDataModule
 
     return KITTIInstancesDataModule(data_dir, batch_size=batch_size, num_workers=1, augment=True)

@@ -1,10 +1,15 @@
-"""`python -m recipes.acis_table1 cvppp|kitti`: the paper's Table 1 rows, measured on the same data as the AC run.
+"""`python -m recipes.acis_table1 cvppp|kitti`: the paper's Table 1 rows on the same data, each over several seeds.
 
-Needs the AC run of the recipe (`python -m recipes.acis_cvppp`, i.e. `runs/acis-cvppp`). Each row in `--rows`
-that has no run directory yet is trained and evaluated: BL, BL-Trunc and AC-NoKL start from the AC run's
-init stage (`--pretrained-run`), AC-NoSP runs the whole pipeline (its cVAE is trained without the State
-Pyramid). Then the table (the init actor, AC and each row) is printed, written to `RUN_DIR/table1.md`, and put
-as a note into `RUN_DIR/results.json`, so that `python -m zoo.publish RUN_DIR` carries it to the model card.
+Needs a finished run of the recipe (`python -m recipes.acis_cvppp ...`, default `runs/acis-<benchmark>`): its
+pre-processing net, cVAE and init actor are shared by the rows. For every row in `--rows` and every seed in
+`--seeds`, a run directory `RUN_DIR-<row>-s<seed>` trains the last stage (`--ablation <row> --seed <seed>`) with the
+same budget (`--train-epochs`) and the same settings for every row, then evaluates; AC-NoSP trains its whole
+pipeline (its cVAE has no State Pyramid). Options after `--` go to every row's recipe command unchanged (e.g.
+`-- --data-dir ../shared/realdata/CVPPP --profile cpu`): they must match the base run's.
+
+The table (the init actor, then each row as mean ± sample standard deviation over its seeds, with the per-seed
+values) is printed, written to `RUN_DIR/table1.md` and `RUN_DIR/table1.json`, and put as a note into
+`RUN_DIR/results.json`, so that `python -m zoo.publish RUN_DIR` carries it to the model card.
 """
 
 from __future__ import annotations
@@ -12,29 +17,31 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from zoo.registry import markdown_row
 
-ROWS = ("BL", "BL-Trunc", "AC-NoKL", "AC-NoSP")
+ROWS = ("AC", "BL", "BL-Trunc", "AC-NoKL", "AC-NoSP")
 NOTE_PREFIX = "Table 1 rows on the same split"
-TRAINER_OPTIONS = {"--accelerator": "cpu", "--devices": "1", "--num-nodes": "1", "--strategy": "auto"}
 
 
-def row_dir(run_dir: Path, ablation: str) -> Path:
-    return run_dir.with_name(f"{run_dir.name}-{ablation.lower()}")
+def row_dir(run_dir: Path, ablation: str, seed: int) -> Path:
+    return run_dir.with_name(f"{run_dir.name}-{ablation.lower()}-s{seed}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recipes.acis_table1", description=__doc__.splitlines()[0])
     parser.add_argument("benchmark", choices=("cvppp", "kitti"))
-    parser.add_argument("--run-dir", type=Path, default=None, help="the AC run (default runs/acis-<benchmark>)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="the base run (default runs/acis-<benchmark>)")
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--train-epochs", type=int, default=None,
+                        help="epochs of every row's last stage (default: the profile's)")
     parser.add_argument("--threads", type=int, default=1)
-    for option, default in TRAINER_OPTIONS.items():
-        parser.add_argument(option, default=default, help="passed to each row's run (Lightning Trainer)")
+    parser.add_argument("recipe_args", nargs="*", help="after --: passed to every row's recipe command")
     return parser
 
 
@@ -51,52 +58,65 @@ def run_row(command: list[str]) -> None:
         raise SystemExit(f"the row `{' '.join(command[1:])}` stopped (see above); re-run this command to resume it")
 
 
+def spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def main(argv: list[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
     recipe = importlib.import_module(f"recipes.acis_{args.benchmark}")
     run_dir = args.run_dir or Path("runs") / f"acis-{args.benchmark}"
     if not (run_dir / "results.json").is_file():
         raise SystemExit(f"{run_dir}/results.json is missing: run `python -m recipes.acis_{args.benchmark}` first")
-    trainer = []  # only what differs from the defaults, so the rows' recorded commands stay short
-    for option, default in TRAINER_OPTIONS.items():
-        value = getattr(args, option[2:].replace("-", "_"))
-        trainer += [option, value] if value != default else []
+    budget = ["--train-epochs", str(args.train_epochs)] if args.train_epochs is not None else []
     for ablation in args.rows:
-        out = row_dir(run_dir, ablation)
-        if not (out / "results.json").is_file():
-            shared = [] if ablation == "AC-NoSP" else ["--pretrained-run", str(run_dir)]
-            run_row([sys.executable, "-m", f"recipes.acis_{args.benchmark}", "--ablation", ablation, "--run-dir",
-                     str(out), "--threads", str(args.threads), *trainer, *shared])
+        for seed in args.seeds:
+            out = row_dir(run_dir, ablation, seed)
+            if not (out / "results.json").is_file():
+                shared = [] if ablation == "AC-NoSP" else ["--pretrained-run", str(run_dir)]
+                run_row([sys.executable, "-m", f"recipes.acis_{args.benchmark}", "--ablation", ablation,
+                         "--seed", str(seed), "--run-dir", str(out), "--threads", str(args.threads), *budget,
+                         *shared, *args.recipe_args])
 
     results = json.loads((run_dir / "results.json").read_text())
     names = [(metric["type"], metric["name"]) for metric in results["results"][0]["metrics"]]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    rows = [("init actor (before the RL stage)", metrics["before_train_stage"], "")]
-    rows.append((f"{results['ablation']} (this run)", metrics, results["command"]))
-    for ablation in args.rows:
-        out = row_dir(run_dir, ablation)
-        row_results = json.loads((out / "results.json").read_text())
-        rows.append((ablation, json.loads((out / "metrics.json").read_text()), row_results["command"]))
     keys = {kind: key for key, (kind, _) in getattr(recipe, args.benchmark.upper()).metric_names.items()}
-    lines = [markdown_row(["row", *(name for _, name in names), "command"]), "|---" * (len(names) + 2) + "|"]
-    for label, values, command in rows:
-        cells = [label] + [f"{values[keys[kind]]:.4g}" for kind, _ in names] + [f"`{command}`" if command else ""]
-        lines.append(markdown_row(cells))
-    table = "\n".join(lines)
-    (run_dir / "table1.md").write_text(table + "\n")
+    base = json.loads((run_dir / "metrics.json").read_text())
+    table = {"init actor (before the last stage, one run)": {keys[kind]: [base["before_train_stage"][keys[kind]]]
+                                                             for kind, _ in names}}
+    commands = {}
+    for ablation in args.rows:
+        per_seed = [json.loads((row_dir(run_dir, ablation, seed) / "metrics.json").read_text()) for seed in args.seeds]
+        table[ablation] = {keys[kind]: [m[keys[kind]] for m in per_seed] for kind, _ in names}
+        commands[ablation] = json.loads((row_dir(run_dir, ablation, args.seeds[0]) / "results.json").read_text())["command"]
 
-    def described(label, values, command):
-        measured = ", ".join(f"{name} {values[keys[kind]]:.4g}" for kind, name in names)
-        return f"{label}: {measured}" + (f" (`{command}`)" if label in args.rows else "")  # the card shows this run's
+    def cell(values: list[float]) -> str:
+        mean, deviation = spread(values)
+        if len(values) == 1:
+            return f"{mean:.3f}"
+        return f"{mean:.3f} ± {deviation:.3f} ({', '.join(f'{v:.3f}' for v in values)})"
 
-    origins = [f"{', '.join(row for row in args.rows if row != 'AC-NoSP')} from this run's init stage"]
-    if "AC-NoSP" in args.rows:
-        origins.append("AC-NoSP with its own cVAE and init stage")
-    note = f"{NOTE_PREFIX} ({'; '.join(origins)}): " + "; ".join(described(*row) for row in rows) + "."
+    lines = [markdown_row(["row", *(name for _, name in names), "seeds"]), "|---" * (len(names) + 2) + "|"]
+    for label, values in table.items():
+        count = len(next(iter(values.values())))
+        lines.append(markdown_row([label, *(cell(values[keys[kind]]) for kind, _ in names), str(count)]))
+    text = "\n".join(lines)
+    (run_dir / "table1.md").write_text(text + "\n")
+    (run_dir / "table1.json").write_text(json.dumps({"seeds": args.seeds, "rows": table, "commands": commands},
+                                                    indent=2))
+    described = "; ".join(
+        f"{label}: " + ", ".join(f"{name} {cell(values[keys[kind]])}" for kind, name in names)
+        for label, values in table.items())
+    origin = "the last stage of each row from this run's init stage" + (
+        "; AC-NoSP with its own cVAE and init stage" if "AC-NoSP" in args.rows else "")
+    note = (f"{NOTE_PREFIX} ({origin}; mean ± sample standard deviation over seeds {args.seeds}, per-seed values in "
+            f"brackets; every row the same epochs and actor learning rate): {described}. Row command (seed "
+            f"{args.seeds[0]}): " + "; ".join(f"{row}: `{command}`" for row, command in commands.items()) + ".")
     results["notes"] = [n for n in results["notes"] if not n.startswith(NOTE_PREFIX)] + [note]
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    print(table)
-    return table
+    print(text)
+    return text
 
 
 if __name__ == "__main__":

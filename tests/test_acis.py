@@ -220,7 +220,8 @@ def test_hub_folder_round_trip_is_strict_and_exact(tmp_path):
     torch.testing.assert_close(loaded.predict_masks(image), segmenter.predict_masks(image))
 
 
-def test_checkpoint_is_weights_only_safe_and_restores_curriculum_and_rng(tmp_path):
+def test_checkpoint_is_weights_only_safe_and_restores_curriculum(tmp_path):
+    # the RNG state saved with it comes back only when a Trainer resumes (tests/test_acis_defects.py)
     module = tiny_module(curriculum=[[0, 2], [2, 3]])
     trainer = fit_one_batch(module, batches=3)
     assert module.sequence_length() == 3
@@ -228,11 +229,8 @@ def test_checkpoint_is_weights_only_safe_and_restores_curriculum_and_rng(tmp_pat
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
     assert int(checkpoint["state_dict"]["updates"]) == 3
-    expected_draw = torch.rand(3)
-    torch.manual_seed(123)
     restored = ActorCriticModule.load_from_checkpoint(path, weights_only=True)
     assert restored.sequence_length() == 3 and restored.hparams.mode == "AC"
-    torch.testing.assert_close(torch.rand(3), expected_draw)  # the RNG state saved with the checkpoint
 
 
 def test_critic_learns_the_returns_of_a_fixed_batch():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from recipes.acis_table1 import NOTE_PREFIX, main, row_dir
 
 
@@ -21,18 +23,31 @@ def write_run(run_dir, ablation, sbd, abs_dic, before=None):
     (run_dir / "results.json").write_text(json.dumps(results))
 
 
-def test_table_lists_init_ac_and_each_row_and_the_note_is_replaced_not_repeated(tmp_path):
+def test_rows_are_mean_and_spread_over_seeds_and_the_note_is_replaced_not_repeated(tmp_path):
     run_dir = tmp_path / "acis-cvppp"
     write_run(run_dir, "AC", 0.3, 6.0, before=0.2)
-    write_run(row_dir(run_dir, "BL-Trunc"), "BL-Trunc", 0.01, 13.0)
-    write_run(row_dir(run_dir, "BL"), "BL", 0.1, 12.0)
+    for seed, (sbd, dic) in enumerate([(0.1, 12.0), (0.2, 10.0), (0.3, 14.0)]):
+        write_run(row_dir(run_dir, "BL", seed), "BL", sbd, dic)
+    for seed, (sbd, dic) in enumerate([(0.01, 13.0), (0.01, 13.0), (0.04, 10.0)]):
+        write_run(row_dir(run_dir, "BL-Trunc", seed), "BL-Trunc", sbd, dic)
     argv = ["cvppp", "--run-dir", str(run_dir), "--rows", "BL", "BL-Trunc"]
     table = main(argv).splitlines()
-    assert table[0] == "| row | Symmetric Best Dice | \\|DiC\\| | command |"
-    assert [line.split(" | ")[1:3] for line in table[2:]] == [["0.2", "9"], ["0.3", "6"], ["0.1", "12"], ["0.01", "13"]]
+    assert table[0] == "| row | Symmetric Best Dice | \\|DiC\\| | seeds |"
+    cells = [line.rstrip(" |").split(" | ")[1:4] for line in table[2:]]
+    assert cells[0] == ["0.200", "9.000", "1"]  # the init actor: one run
+    assert cells[1] == ["0.200 ± 0.100 (0.100, 0.200, 0.300)", "12.000 ± 2.000 (12.000, 10.000, 14.000)", "3"]
+    assert cells[2][0] == "0.020 ± 0.017 (0.010, 0.010, 0.040)"
     assert (run_dir / "table1.md").read_text().splitlines() == table
+    stored = json.loads((run_dir / "table1.json").read_text())
+    assert stored["rows"]["BL"]["SBD"] == pytest.approx([0.1, 0.2, 0.3])
     main(argv)
     notes = json.loads((run_dir / "results.json").read_text())["notes"]
     assert notes[0] == "kept" and len(notes) == 2 and notes[1].startswith(NOTE_PREFIX)
-    assert "BL-Trunc: Symmetric Best Dice 0.01, |DiC| 13 (`python -m recipes.acis_cvppp --ablation BL-Trunc`)" in notes[1]
+    assert "BL-Trunc: Symmetric Best Dice 0.020 ± 0.017" in notes[1]
+    assert "BL: `python -m recipes.acis_cvppp --ablation BL`" in notes[1]
     assert "AC-NoSP" not in notes[1]
+
+
+def test_a_missing_base_run_says_what_to_run(tmp_path):
+    with pytest.raises(SystemExit, match="run `python -m recipes.acis_cvppp` first"):
+        main(["cvppp", "--run-dir", str(tmp_path / "nothing")])

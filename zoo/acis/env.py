@@ -73,6 +73,41 @@ def hungarian_assignment(scores: np.ndarray) -> dict[int, int]:
     return {int(r): int(c) for r, c in zip(rows, cols)}
 
 
+def soft_dice_matrix(probabilities, gt_masks) -> np.ndarray:
+    """Soft Dice 2 sum(p g) / (sum p + sum g) between every probability map (P,H,W) and ground truth (G,H,W).
+
+    For choosing BCE targets only: early in training the masks stay below 0.5 everywhere, so `score_matrix`
+    (binarised) scores every pair 0 and the assignment falls back to the label order. The reward keeps the
+    binary F of Eq. 4.
+    """
+    p = _as_numpy(probabilities).astype(np.float64)
+    g = _as_numpy(gt_masks).astype(np.float64)
+    if p.shape[0] == 0 or g.shape[0] == 0:
+        return np.zeros((p.shape[0], g.shape[0]), dtype=np.float64)
+    p, g = p.reshape(len(p), -1), g.reshape(len(g), -1)
+    overlap = p @ g.T
+    return 2 * overlap / np.maximum(p.sum(1)[:, None] + g.sum(1)[None, :], 1e-6)
+
+
+def bce_assignment(probabilities, gt_masks, floor: float = 0.2, tie: float = 1e-6) -> dict[int, int]:
+    """step -> ground-truth index for the baselines' BCE (Sec. 6.1: "Dice-based max-matching as a heuristic for
+    assigning the ground truth"): the max-matching of `soft_dice_matrix` on the probabilities (P,H,W).
+
+    Scores below `floor` count as ties, and ties go to the larger leaf, an earlier step to a larger one (a bonus of at
+    most `tie` per pair, which only decides between matchings whose soft Dice sums agree to within P * tie). The same
+    rule as `next_leaf_target`: averaging the BCE over equally bad leaves drove the actor to empty masks.
+    """
+    scores = soft_dice_matrix(probabilities, gt_masks)
+    if scores.size == 0:
+        return {}
+    steps = scores.shape[0]
+    area = _as_numpy(gt_masks).reshape(scores.shape[1], -1).sum(1).astype(np.float64)
+    scores = np.where(scores < floor, 0.0, scores)
+    # by the rearrangement inequality the bonus sum is largest when step order follows decreasing area
+    scores += tie * ((steps - np.arange(steps)) / steps)[:, None] * (area / max(area.max(), 1.0))[None, :]
+    return hungarian_assignment(scores)
+
+
 def angle_targets(instance_masks: torch.Tensor) -> torch.Tensor:
     """8-bin angle class per pixel (-1 on background) from instance masks (K,H,W) bool.
 
@@ -96,10 +131,15 @@ def angle_targets(instance_masks: torch.Tensor) -> torch.Tensor:
     return classes
 
 
-def _as_bool_numpy(masks) -> np.ndarray:
+def _as_numpy(masks) -> np.ndarray:
     if isinstance(masks, torch.Tensor):
         masks = masks.detach().cpu().numpy()
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"expected masks of shape (K, H, W), got {masks.shape}")
+    return masks
+
+
+def _as_bool_numpy(masks) -> np.ndarray:
+    masks = _as_numpy(masks)
     return masks if masks.dtype == bool else masks > 0.5

@@ -83,6 +83,28 @@ class ACISSegmenter(ZooModel):
         return labels_from_masks(probabilities, (height, width), self.mask_threshold)
 
 
+class ForegroundComponents:
+    """The trivial baseline beside ACIS: every connected component of the pre-processing network's foreground is
+    one instance. It has the same foreground as the actor, so the gap to it is what the recurrent instance
+    decisions add (leaves that touch merge here)."""
+
+    def __init__(self, segmenter: ACISSegmenter, threshold: float = 0.5):
+        self.segmenter, self.threshold = segmenter, threshold
+
+    @torch.no_grad()
+    def segment(self, image: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        image = validate_rgb(image)
+        height, width = image.shape[:2]
+        config = self.segmenter.config
+        resized = cv2.resize(image, (config.width, config.height), interpolation=cv2.INTER_AREA)
+        tensor = torch.from_numpy(resized).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+        self.segmenter.eval()
+        foreground = self.segmenter.preproc.channels(tensor)[0, -1].numpy()
+        foreground = cv2.resize(foreground, (width, height), interpolation=cv2.INTER_LINEAR) > self.threshold
+        count, labels = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
+        return labels.astype(np.int32), list(range(1, count))
+
+
 def labels_from_masks(probabilities: np.ndarray, size: tuple[int, int], threshold: float) -> tuple[np.ndarray, list[int]]:
     """(T,h,w) mask probabilities -> (H x W labels, order). Masks are resized to `size` and binarised at
     `threshold`; a pixel belongs to the first mask that covers it, as the accumulated state M_t marks it

@@ -13,7 +13,8 @@
 
 Manual optimisation everywhere in stage 3 (two optimizers for AC). The curriculum position is the
 `updates` buffer, so it lives in the state dict; RNG states go into the checkpoint as tensors and ints,
-so `.ckpt` files load with `torch.load(weights_only=True)`.
+so `.ckpt` files load with `torch.load(weights_only=True)`, and come back only when a Trainer resumes a fit
+from it (`load_from_checkpoint` leaves the caller's RNGs alone).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.distributions import Normal, kl_divergence
 
-from zoo.acis.env import angle_targets, episode_rewards, hungarian_assignment, score_matrix, transition
+from zoo.acis.env import angle_targets, bce_assignment, episode_rewards, transition
 from zoo.acis.model import ACISSegmenter
 from zoo.acis.networks import ACISConfig, ActorEncoder, Critic, Decoder, MaskEncoder, PreprocessingNet, state_pyramid
 from zoo.metrics.instances import instance_masks
@@ -90,9 +92,19 @@ class _RNGCheckpointMixin:
             "python_gauss": gauss_next,
         }
 
+    @classmethod
+    def load_from_checkpoint(cls, *args, **kwargs):
+        # building the module draws the random initialisation that the checkpoint's weights then replace: loading
+        # for inference or as a later stage's start must not move the caller's RNG for it
+        with torch.random.fork_rng(devices=[]):
+            return super().load_from_checkpoint(*args, **kwargs)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("acis_rng")
-        if rng is None:
+        # the saved RNGs continue the fit they were saved in; `load_from_checkpoint` (inference, a later stage's
+        # start) must not rewind the caller's
+        trainer = self._trainer
+        if rng is None or trainer is None or trainer.state.fn != TrainerFn.FITTING:
             return
         torch.set_rng_state(rng["torch"])
         has_gauss, gauss = rng["numpy_gauss"]
@@ -103,11 +115,16 @@ class _RNGCheckpointMixin:
 class PreprocessingModule(_RNGCheckpointMixin, pl.LightningModule):
     """Cross-entropy on the angle bins (foreground pixels) + BCE on the foreground, Adam (authors' lr 1e-3)."""
 
-    def __init__(self, config: dict, lr: float = 1e-3, weight_decay: float = 1e-4):
+    def __init__(self, config: dict, lr: float = 1e-3, weight_decay: float = 1e-4, pretrained_backbone: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.config = ACISConfig.from_dict(config)
-        self.net = PreprocessingNet(self.config)
+        self.net = PreprocessingNet(self.config, pretrained=pretrained_backbone)
+        if pretrained_backbone:
+            # the checkpoint says where the body's weights came from; loading it later needs no ImageNet weights
+            self.config.backbone_weights = self.net.weights_source
+            self.hparams.config = self.config.to_dict()
+            self.hparams.pretrained_backbone = False
 
     def training_step(self, batch, batch_idx):
         image, gts = prepare_batch(batch, self.config)
@@ -121,7 +138,8 @@ class PreprocessingModule(_RNGCheckpointMixin, pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
 class CVAEModule(_RNGCheckpointMixin, pl.LightningModule):
@@ -172,7 +190,8 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
 
     Discount: the critic regresses sum_{i>=t} gamma^(i-t) r_i (Eq. 6-7, gamma = 0.9 as the paper). The
     authors' `train.lua` instead squares gamma at every step (weights 1, gamma, gamma^2, gamma^4, ...);
-    we follow the paper.
+    we follow the paper. An image with more instances than the steps rolled out is cut off, not finished
+    (Eq. 6 sums to N): its targets add gamma^(T-t) Q(s_T, D(a_T)), the critic's own estimate after the last step.
 
     Truncation: AC back-propagates one step (state and LSTM state detached between steps; the authors'
     `-markov` keeps two) and calls backward after every step, so its memory does not grow with the
@@ -226,6 +245,14 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
             if int(self.updates) >= start:
                 length = value
         return length
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # BL and BL-Trunc (or AC and AC-NoKL) share every tensor shape: only the mode tells their weights apart
+        saved = checkpoint.get("hyper_parameters", {}).get("mode", self.hparams.mode)
+        if saved != self.hparams.mode:
+            raise ValueError(f"the checkpoint was trained as '{saved}', not '{self.hparams.mode}': load it as "
+                             f"'{saved}', or load the checkpoint of a '{self.hparams.mode}' run")
+        super().on_load_checkpoint(checkpoint)
 
     def load_pretrained(self, preproc: PreprocessingNet, decoder: Decoder, actor: ActorEncoder | None = None) -> None:
         self.preproc.load_state_dict(preproc.state_dict())
@@ -367,8 +394,7 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
             if predicted == 0:
                 continue
             kl_loss = kl_loss + kls[i, :predicted].sum()
-            scores = score_matrix(torch.sigmoid(logits[i, :predicted]).detach(), gt, "dice")
-            for t, k in hungarian_assignment(scores).items():
+            for t, k in bce_assignment(torch.sigmoid(logits[i, :predicted]).detach(), gt).items():
                 mask_loss = mask_loss + F.binary_cross_entropy_with_logits(logits[i, t], gt[k].float())
                 matched += 1
         batch = len(gts)
@@ -422,7 +448,15 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
             binary = masks_bt[i, :length] > self.hparams.reward_threshold
             rewards[i, :length] = torch.from_numpy(episode_rewards(binary, gt, self.hparams.score)).float()
         in_episode = torch.arange(steps)[None] < counts.cpu()[:, None]
-        returns = discounted_returns(rewards, self.hparams.gamma, in_episode).to(image.device)
+        bootstrap = torch.zeros(batch)
+        cut_off = counts > steps
+        if cut_off.any():
+            # a_T is drawn as the rollout draws its actions, so the target estimates the same Q of Eq. 6
+            with torch.no_grad():
+                policy, _, _ = self.actor(image, accumulated, aux, hidden)
+                mask = torch.sigmoid(self.decoder(policy.sample(), pyramid))
+                bootstrap = (self.critic(image, accumulated, mask, aux) * cut_off).cpu()
+        returns = discounted_returns(rewards, self.hparams.gamma, in_episode, bootstrap).to(image.device)
         in_episode = in_episode.to(image.device).float()
 
         critic_opt.zero_grad()

@@ -37,6 +37,10 @@ class ACISConfig:
     control_size: int = 256
     state_pyramid: bool = True  # False = the NoSP ablation
     batch_norm: bool = False  # not in the paper; lets the CPU-sized nets learn in minutes
+    # "fcn": the FCN-8s trunk of `preproc_widths`, trained from scratch; a timm name (e.g. "tf_efficientnet_lite0"):
+    # that ImageNet body as the FCN-8s encoder (the paper's FCN [25] starts from ImageNet VGG-16 too)
+    preproc_backbone: str = "fcn"
+    backbone_weights: str = "random"  # where the pre-processing body's weights came from before training
 
     def __post_init__(self):
         step = 2 ** max(self.levels, PREPROC_BLOCKS)
@@ -84,7 +88,15 @@ def conv_trunk(in_channels: int, widths: list[int], batch_norm: bool = False) ->
     return nn.Sequential(*layers)
 
 
-class PreprocessingNet(nn.Module):
+def PreprocessingNet(config: ACISConfig, pretrained: bool = False) -> nn.Module:
+    """The pre-processing network of `config.preproc_backbone`. `pretrained` loads ImageNet weights into a timm
+    body (for training it); a trained network is rebuilt with `pretrained=False` and its own state dict."""
+    if config.preproc_backbone == "fcn":
+        return ScratchFCN(config)
+    return PretrainedFCN(config, pretrained)
+
+
+class ScratchFCN(nn.Module):
     """FCN-8s (Long et al.) predicting 8 angle-bin logits and a foreground logit, trained standalone.
 
     The authors use VGG-16 widths (conv 3->64 with pad 100, fc6 7x7 -> 4096, learned 16x16 deconv). Here
@@ -127,6 +139,55 @@ class PreprocessingNet(nn.Module):
         """The auxiliary input channels: per-pixel softmax over angle bins (8) and foreground probability (1)."""
         angles, foreground = self(image)
         return torch.cat([angles.softmax(dim=1), foreground.sigmoid()], dim=1)
+
+
+class PretrainedFCN(nn.Module):
+    """FCN-8s score fusion on an ImageNet timm body (strides 8, 16, 32 in place of VGG's pool3, pool4, fc7).
+
+    The body's BatchNorm statistics stay frozen (plant batches of 8 would overwrite ImageNet's) and its stem and
+    first two stages take no gradient; the rest is fine-tuned with the score layers, as FCN fine-tunes VGG-16.
+    `weights_source` says where the body's weights came from (`zoo.backbones`).
+    """
+
+    def __init__(self, config: ACISConfig, pretrained: bool = False):
+        super().__init__()
+        from zoo.backbones import create_backbone
+
+        self.body, source = create_backbone(config.preproc_backbone, pretrained=pretrained, features_only=True,
+                                            out_indices=(2, 3, 4))
+        self.weights_source = source if pretrained else config.backbone_weights
+        config_mean = self.body.pretrained_cfg.get("mean", (0.485, 0.456, 0.406))
+        config_std = self.body.pretrained_cfg.get("std", (0.229, 0.224, 0.225))
+        self.register_buffer("mean", torch.tensor(config_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config_std).view(1, 3, 1, 1), persistent=False)
+        for module in self.body.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.requires_grad_(False)
+        for module in (self.body.conv_stem, self.body.bn1, *list(self.body.blocks)[:2]):
+            module.requires_grad_(False)
+        outputs = ANGLE_BINS + 1
+        pool3, pool4, top = self.body.feature_info.channels()
+        self.fc = nn.Sequential(nn.Conv2d(top, config.preproc_fc, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.5))
+        self.score = nn.Conv2d(config.preproc_fc, outputs, 1)
+        self.score_pool4 = nn.Conv2d(pool4, outputs, 1)
+        self.score_pool3 = nn.Conv2d(pool3, outputs, 1)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.body.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pool3, pool4, top = self.body((image - self.mean) / self.std)
+        score = self.score(self.fc(top))
+        score = _up_to(score, pool4) + self.score_pool4(pool4)
+        score = _up_to(score, pool3) + self.score_pool3(pool3)
+        score = F.interpolate(score, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return score[:, :ANGLE_BINS], score[:, ANGLE_BINS:]
+
+    channels = ScratchFCN.channels
 
 
 def _up_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
