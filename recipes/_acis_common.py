@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warnings, progress, quiet_lightning
-from recipes._run_dir import RunDirectory, checkpoint_state
+from recipes._run_dir import RunDirectory, checkpoint_state, is_launcher
 from zoo.registry import markdown_row
 from zoo.acis.model import ForegroundComponents
 from zoo.acis.module import ActorCriticModule, CVAEModule, PreprocessingModule
@@ -43,8 +43,15 @@ PAPER_URL = "https://arxiv.org/abs/1904.05126"
 
 @dataclass
 class Schedule:
-    """Epoch counts per stage and the stage-2 hyper-parameters (the paper's values are in the docstrings of
-    `zoo.acis.module`; the embedded schedule is scaled to minutes of CPU)."""
+    """Epoch counts per stage and the stage-2 hyper-parameters (the authors' are `paper_schedule()`; the embedded
+    schedule is scaled to minutes of CPU).
+
+    Two kinds of schedule: the `*curriculum` fields are [[from_update, sequence_length], ...], counted in updates
+    (the CPU-sized profiles); the `*_epoch_schedule` fields are [[from_epoch, {name: value}], ...], counted in the
+    stage's own epochs from 0 and applied at every epoch start (`zoo.acis.module.scheduled_settings`; a value set
+    there replaces the constant field, and an epoch schedule's "seq_len" replaces the curriculum). `--epochs-scale`
+    scales their epochs with the stages'.
+    """
 
     preproc_epochs: int
     cvae_epochs: int
@@ -63,9 +70,13 @@ class Schedule:
     critic_lr_factor: float = 2.0  # the critic's lr is this times the actor's (paper: 2)
     init_rollout: int = 1  # actor steps trained per init update, each on the state its own masks made
     init_rollout_fraction: float = 0.0  # share of init updates starting from M_1 = 0 (else from ground-truth leaves)
-    init_curriculum: list = field(default_factory=lambda: [[0, 1]])
-    curriculum: list = field(default_factory=lambda: [[0, 5], [6400, 10], [9000, 15]])
-    bl_curriculum: list = field(default_factory=lambda: [[0, 5], [3400, 10], [8400, 21]])
+    init_curriculum: list = field(default_factory=lambda: [[0, 1]])  # counted in updates (unused by the init stage)
+    curriculum: list = field(default_factory=lambda: [[0, 5]])  # AC rows, counted in updates
+    bl_curriculum: list = field(default_factory=lambda: [[0, 5]])  # BL rows, counted in updates
+    cvae_epoch_schedule: list | None = None  # names "lr", "lambda_kl"
+    init_epoch_schedule: list | None = None  # "lr", "beta_kl"
+    ac_epoch_schedule: list | None = None  # the AC rows: "seq_len", "lr" (the actor's), "beta_kl"
+    bl_epoch_schedule: list | None = None  # BL and BL-Trunc: the same names
     framing: str = "crop"  # how training items are framed (`datamodules.cvppp` geometries; KITTI ignores it)
 
 
@@ -96,6 +107,51 @@ def embedded_schedule(*, init_epochs: int, curriculum_switch: int) -> Schedule:
         # init: 4 trained steps per update on the actor's own rollout, a quarter of them from M_1 = 0 (one step from
         # ground-truth states alone gave an actor that emitted empty masks after its second leaf)
         init_rollout=4, init_rollout_fraction=0.25,
+    )
+
+
+# The epoch of the authors' numbering (1-based, counted from the first epoch of their "-init" run) at which their
+# last stage starts: AC and BL-Trunc continue the init run's 600 epochs at 601.
+AUTHORS_LAST_STAGE_START = 601
+
+
+def _own_epochs(entries: list, first: int) -> list:
+    """The authors' [[epoch, settings], ...] in the epochs of a stage that starts at their epoch `first`, from 0."""
+    return [[epoch - first, settings] for epoch, settings in entries]
+
+
+def paper_schedule(batch_size: int = 8) -> Schedule:
+    """The authors' schedules (`runs/cvppp_*.sh`, `schedules.lua`), each in its stage's own epochs counted from 0.
+
+    - preproc: 300 epochs at lr 1e-3 (their Adam's learning_rate_decay 2e-5 is not reproduced).
+    - cVAE: lambda_KL 1; lr 2e-4 for 400 epochs, 2e-5 to 600, 2e-6 to 800.
+    - init ("-init", sequence length 1 = one trained step per update, `init_rollout=1`): lr 5e-4, lambda_KL 0.1 for
+      400 epochs, then lambda_KL 0 to 600. The authors decode a sample of the posterior there and switch to
+      `-noSampling` (the mean) with lambda_KL 0; this init stage always decodes the latent mean (see
+      `ActorCriticModule.sampled_state_update`), so its first 400 epochs are their `-noSampling` with the KL term
+      kept (it pulls the means and variances towards N(0, I) that the AC stage samples from), and the last 200 are
+      exactly theirs.
+    - AC rows, from the authors' epoch 601 (their epoch E is epoch E - 601 here) to 10000, 9400 epochs: length 5, lr
+      5e-4, beta 1e-4; epoch 5000 lr 5e-5; 7000 length 10; 8000 lr 1e-5, beta 1e-5; 9000 length 15, lr 1e-6. The
+      critic's lr stays `critic_lr_factor` (2) times the actor's.
+    - BL rows: the authors' BL-Trunc lengths 5 (601), 10 (4001), 21 (9000) over the same 9400 epochs; their schedule
+      changes neither lr nor beta, so those stay at 5e-4 and 1e-4.
+    """
+    last = AUTHORS_LAST_STAGE_START
+    return Schedule(
+        preproc_epochs=300, cvae_epochs=800, init_epochs=last - 1, train_epochs=10000 - (last - 1),
+        batch_size=batch_size, preproc_lr=1e-3, cvae_lr=2e-4, cvae_lambda_kl=1.0, lr=5e-4, beta_kl=1e-4,
+        critic_warmup=1024, critic_iter=4, critic_lr_factor=2.0, init_rollout=1,
+        cvae_epoch_schedule=[[0, {"lr": 2e-4}], [400, {"lr": 2e-5}], [600, {"lr": 2e-6}]],
+        init_epoch_schedule=[[0, {"lr": 5e-4, "beta_kl": 0.1}], [400, {"beta_kl": 0.0}]],
+        ac_epoch_schedule=_own_epochs([
+            [601, {"seq_len": 5, "lr": 5e-4, "beta_kl": 1e-4}],
+            [5000, {"lr": 5e-5}],
+            [7000, {"seq_len": 10}],
+            [8000, {"lr": 1e-5, "beta_kl": 1e-5}],
+            [9000, {"seq_len": 15, "lr": 1e-6}],
+        ], last),
+        bl_epoch_schedule=_own_epochs([[601, {"seq_len": 5}], [4001, {"seq_len": 10}], [9000, {"seq_len": 21}]], last),
     )
 
 
@@ -159,7 +215,8 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
                         "'paper' (the paper's, the default with --data-dir; GPU-days), 'cpu' (real data on 2 CPU "
                         "cores in about an hour, where the benchmark has one)")
     parser.add_argument("--paper-config", action="store_true", help="the same as --profile paper")
-    parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every stage's epochs")
+    parser.add_argument("--epochs-scale", type=float, default=1.0,
+                        help="multiply every stage's epochs (and the epochs at which its schedule steps)")
     parser.add_argument("--train-epochs", type=int, default=None,
                         help="epochs of the last (train) stage, overriding the profile's (Table 1 gives every row "
                         "the same budget with it)")
@@ -174,7 +231,7 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-minutes", type=float, default=10.0,
                      help="also checkpoint at the first epoch end this many minutes after the last checkpoint")
     run.add_argument("--accelerator", default="cpu", help="Lightning accelerator, e.g. gpu")
-    run.add_argument("--devices", default="1", help="Lightning Trainer devices: one (ACIS trains in one process)")
+    run.add_argument("--devices", default="1", help="Lightning Trainer devices (e.g. 2 with --strategy ddp)")
     run.add_argument("--num-nodes", type=int, default=1)
     run.add_argument("--strategy", default="auto", help="Lightning strategy")
     return parser
@@ -216,6 +273,10 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
     if args.pretrained_run is not None and args.stage == "all":
         stages = ("train", "eval")
     epochs = lambda n: max(1, round(n * args.epochs_scale))  # noqa: E731
+
+    def epoch_schedule(entries: list | None) -> list | None:
+        """A stage's epoch schedule at --epochs-scale: a shortened run keeps the schedule's shape."""
+        return None if entries is None else [[round(start * args.epochs_scale), values] for start, values in entries]
     timings = {}
     if "train" in stages or "eval" in stages:
         adopt_legacy_train_checkpoint(run_dir)
@@ -228,7 +289,9 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
 
     def fit(module, stage: str, max_epochs: int) -> bool:
         """Trains the stage (False when it had finished already)."""
-        identity = {"stage": stage, "hparams": dict(module.hparams), "seed": args.seed,
+        # hparams a run leaves at None (e.g. no epoch_schedule) stay out, so checkpoints older than them still resume
+        hparams = {key: value for key, value in module.hparams.items() if value is not None}
+        identity = {"stage": stage, "hparams": hparams, "seed": args.seed,
                     "data": "synthetic" if synthetic else str(Path(data_dir).resolve())}
         folder = stage_folder(stage, args.ablation)
         resume = run.resume_checkpoint(folder, identity)
@@ -238,8 +301,10 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
             state = checkpoint_state(resume)
             if state["complete"] and state["epochs"] >= max_epochs:
                 return False
-        trainer = stage_trainer(args, run, folder, max_epochs, identity)
-        print(f"[acis] stage {stage}: {max_epochs} epochs -> {run.last_checkpoint(folder)}", file=sys.stderr)
+        trainer = stage_trainer(args, run, folder, max_epochs, identity,
+                                parameters_sit_out=isinstance(module, ActorCriticModule) and module.critic is not None)
+        if is_launcher():
+            print(f"[acis] stage {stage}: {max_epochs} epochs -> {run.last_checkpoint(folder)}", file=sys.stderr)
         # the datamodule's validation split is for `eval`, not for the fit
         with expected_warnings(FROZEN_MODULES, "You passed in a `val_dataloader` but have no `validation_step`"):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -253,7 +318,8 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
             trained = fit(PreprocessingModule(config.to_dict(), lr=schedule.preproc_lr, pretrained_backbone=pretrained), stage,
                           epochs(schedule.preproc_epochs))
         elif stage == "cvae":
-            module = CVAEModule(config.to_dict(), lr=schedule.cvae_lr, lambda_kl=schedule.cvae_lambda_kl)
+            module = CVAEModule(config.to_dict(), lr=schedule.cvae_lr, lambda_kl=schedule.cvae_lambda_kl,
+                                epoch_schedule=epoch_schedule(schedule.cvae_epoch_schedule))
             module.preproc.load_state_dict(load(PreprocessingModule, source("preproc")).net.state_dict())
             trained = fit(module, stage, epochs(schedule.cvae_epochs))
         elif stage == "init":
@@ -261,7 +327,7 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
                                        beta_kl=schedule.beta_kl, curriculum=schedule.init_curriculum,
                                        sampled_states=True, rollout=schedule.init_rollout,
                                        rollout_fraction=schedule.init_rollout_fraction,
-                                       target_order="dice")
+                                       target_order="dice", epoch_schedule=epoch_schedule(schedule.init_epoch_schedule))
             cvae = load(CVAEModule, source("cvae"))
             module.load_pretrained(cvae.preproc, cvae.decoder)
             trained = fit(module, stage, epochs(schedule.init_epochs))
@@ -275,11 +341,21 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
                 beta_kl=schedule.ac_beta_kl if schedule.ac_beta_kl is not None else schedule.beta_kl,
                 critic_warmup=schedule.critic_warmup, critic_iter=schedule.critic_iter,
                 curriculum=schedule.curriculum if actor_critic else schedule.bl_curriculum,
+                # the authors' lr and beta decay for the AC rows, lengths only for BL-Trunc (`paper_schedule`);
+                # --train-epochs cuts the schedule short or runs on with its last values
+                epoch_schedule=epoch_schedule(
+                    schedule.ac_epoch_schedule if actor_critic else schedule.bl_epoch_schedule),
             )
             init = load(ActorCriticModule, source("init"))
             module.load_pretrained(init.preproc, init.decoder, init.actor)
             trained = fit(module, stage, args.train_epochs or epochs(schedule.train_epochs))
         elif stage == "eval":
+            # after a DDP fit: the launching process evaluates alone (one writer), and its metrics must not wait to
+            # gather the other processes' states
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+            if not is_launcher():
+                break
             timings_file = run_dir / "timings.json"
             previous = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
             timings = {**previous, **timings}
@@ -287,6 +363,8 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
         if not trained:
             continue  # keep the time the stage took when it ran
         timings[stage] = round(time.perf_counter() - start, 1)
+        if not is_launcher():
+            continue
         timings_file = run_dir / "timings.json"
         previous = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
         timings_file.write_text(json.dumps({**previous, **timings}, indent=2))
@@ -368,13 +446,24 @@ def load(module_class, path: Path, mode: str | None = None):
     return module_class.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
-def stage_trainer(args, run: RunDirectory, stage: str, max_epochs: int, identity: dict) -> pl.Trainer:
+# DDP strategies that Lightning also offers with find_unused_parameters=True
+_DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def stage_trainer(args, run: RunDirectory, stage: str, max_epochs: int, identity: dict,
+                  parameters_sit_out: bool = False) -> pl.Trainer:
+    """The stage's Trainer. `parameters_sit_out`: some backward passes leave trainable parameters without gradients
+    (AC back-propagates the actor's loss with the critic toggled off and the critic's with the actor off), which DDP
+    must be told of: a plain DDP strategy name becomes its find_unused_parameters_true variant."""
+    strategy = args.strategy
+    if parameters_sit_out and strategy in _DDP_STRATEGIES:
+        strategy = f"{strategy}_find_unused_parameters_true"
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         accelerator=args.accelerator,
         devices=int(args.devices) if args.devices.isdigit() else args.devices,
         num_nodes=args.num_nodes,
-        strategy=args.strategy,
+        strategy=strategy,
         logger=CSVLogger(args.run_dir / "logs", name=stage),
         callbacks=[run.checkpoint_callback(stage, identity=identity, every_n_epochs=args.checkpoint_every,
                                            every_minutes=args.checkpoint_minutes),
@@ -387,11 +476,6 @@ def stage_trainer(args, run: RunDirectory, stage: str, max_epochs: int, identity
         enable_model_summary=False,
         log_every_n_steps=5,
     )
-    if trainer.world_size > 1:
-        # measured: two CPU processes hung in the init stage, whose updates end after a data-dependent number of
-        # backward passes; DDP needs the same number in every process
-        raise SystemExit(f"ACIS trains in one process; --devices {args.devices} --num-nodes {args.num_nodes} would "
-                         f"run {trainer.world_size}, whose rollouts differ in length (DDP would hang): use one device")
     return trainer
 
 

@@ -11,10 +11,15 @@
    `rollout` BCE-trained steps of the actor's own rollout from a state sampled from the ground truth
    (`sampled_state_update`; a deviation).
 
-Manual optimisation everywhere in stage 3 (two optimizers for AC). The curriculum position is the
-`updates` buffer, so it lives in the state dict; RNG states go into the checkpoint as tensors and ints,
-so `.ckpt` files load with `torch.load(weights_only=True)`, and come back only when a Trainer resumes a fit
-from it (`load_from_checkpoint` leaves the caller's RNGs alone).
+Manual optimisation everywhere in stage 3 (two optimizers for AC). Two kinds of schedule: `curriculum`
+counts updates (the `updates` buffer, so it lives in the state dict), `epoch_schedule` (cVAE and stage 3)
+counts the stage's own epochs (the Trainer's epoch, restored when it resumes); see `scheduled_settings`.
+RNG states go into the checkpoint as tensors and ints, so `.ckpt` files load with
+`torch.load(weights_only=True)`, and come back only when a Trainer resumes a fit from it
+(`load_from_checkpoint` leaves the caller's RNGs alone).
+
+DDP: every process runs the same number of backward passes per update (each one all-reduces the gradients):
+step counts that depend on the batch are maximised over the processes (`max_over_processes`).
 """
 
 from __future__ import annotations
@@ -67,6 +72,48 @@ def next_leaf_target(gt: torch.Tensor, covered: torch.Tensor, probability: torch
     if order == "size" or choice.max() < 0.2:
         choice = torch.where(candidates, area, torch.full_like(area, -1.0))
     return int(choice.argmax())
+
+
+def scheduled_settings(schedule: list | None, epoch: int, defaults: dict) -> dict:
+    """The settings in force at `epoch` (0-based, counted in the stage's own epochs) under a piecewise-constant
+    `schedule` [[from_epoch, {name: value, ...}], ...]: `defaults` updated by every entry that has started, in the
+    order of their epochs, so a value holds until a later entry changes it."""
+    settings = dict(defaults)
+    for start, values in sorted(schedule or [], key=lambda entry: entry[0]):
+        if epoch >= start:
+            settings.update(values)
+    return settings
+
+
+def check_schedule(schedule: list | None, names: tuple[str, ...]) -> list | None:
+    """`schedule` as [[int, dict], ...], refusing names the stage does not schedule (a typo would be ignored)."""
+    if schedule is None:
+        return None
+    checked = []
+    for entry in schedule:
+        start, values = entry
+        unknown = sorted(set(values) - set(names))
+        if unknown or int(start) != start or start < 0:
+            raise ValueError(f"epoch schedule entry {entry!r}: want [from_epoch >= 0, {{name: value}}] with names "
+                             f"among {names}" + (f", not {unknown}" if unknown else ""))
+        checked.append([int(start), dict(values)])
+    return checked
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def max_over_processes(module: pl.LightningModule, value: int) -> int:
+    """`value` maximised over the training processes (itself without a Trainer or with one process).
+
+    A loop whose length depends on the batch must run this many times in every process: each backward pass under
+    DDP all-reduces the gradients, and a process that stopped early would leave the others waiting forever."""
+    trainer = module._trainer
+    if trainer is None or trainer.world_size == 1:
+        return value
+    return int(trainer.strategy.reduce(torch.tensor(value, device=module.device), reduce_op="max"))
 
 
 def _freeze(module: torch.nn.Module) -> torch.nn.Module:
@@ -146,13 +193,19 @@ class CVAEModule(_RNGCheckpointMixin, pl.LightningModule):
     """Reconstruct one randomly chosen ground-truth instance per image through the latent bottleneck.
 
     Loss per image: the BCE summed over pixels plus lambda_kl * KL(q(a | mask) || N(0, I)), i.e. the
-    negative ELBO for lambda_kl = 1 (the authors' pre-training value).
+    negative ELBO for lambda_kl = 1 (the authors' pre-training value). `epoch_schedule`
+    [[from_epoch, {"lr": .., "lambda_kl": ..}], ...] changes them at the starts of epochs (`scheduled_settings`;
+    the authors: lr 2e-4, 2e-5 from epoch 400, 2e-6 from 600).
     """
 
-    def __init__(self, config: dict, lr: float = 2e-4, lambda_kl: float = 1.0, weight_decay: float = 1e-4):
+    SCHEDULED = ("lr", "lambda_kl")
+
+    def __init__(self, config: dict, lr: float = 2e-4, lambda_kl: float = 1.0, weight_decay: float = 1e-4,
+                 epoch_schedule: list | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.config = ACISConfig.from_dict(config)
+        self.epoch_schedule = check_schedule(epoch_schedule, self.SCHEDULED)
         self.preproc = _freeze(PreprocessingNet(self.config))
         self.encoder = MaskEncoder(self.config)
         self.decoder = Decoder(self.config)
@@ -168,9 +221,15 @@ class CVAEModule(_RNGCheckpointMixin, pl.LightningModule):
         logits = self.decoder(posterior.rsample(), state_pyramid(image, aux, self.config.levels))
         reconstruction = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).sum(1).mean()
         kl = kl_divergence(posterior, Normal(0.0, 1.0)).sum(-1).mean()
-        loss = reconstruction + self.hparams.lambda_kl * kl
+        loss = reconstruction + self.settings()["lambda_kl"] * kl
         self.log_dict({"train/bce": reconstruction, "train/kl": kl}, prog_bar=True, batch_size=len(image))
         return loss
+
+    def settings(self, epoch: int | None = None) -> dict:
+        """lr and lambda_kl at `epoch` (default: the current one)."""
+        epoch = self.current_epoch if epoch is None else epoch
+        defaults = {"lr": self.hparams.lr, "lambda_kl": self.hparams.lambda_kl}
+        return scheduled_settings(self.epoch_schedule, epoch, defaults)
 
     def configure_optimizers(self):
         trainable = [p for p in self.parameters() if p.requires_grad]
@@ -178,15 +237,21 @@ class CVAEModule(_RNGCheckpointMixin, pl.LightningModule):
 
     def on_train_epoch_start(self):
         self.preproc.eval()
+        if self.epoch_schedule is not None:
+            set_learning_rate(self.trainer.optimizers[0], self.settings()["lr"])
 
 
 class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
     """Stage 2: the recurrent actor over the frozen decoder (see the module docstring for the modes).
 
-    `curriculum` is [[from_update, sequence_length], ...] (authors: 5 from the start, 10 after 6400
-    epochs of 103 images, 15 later; BL-Trunc 1 -> 5 -> 10 -> 21). `critic_warmup` counts updates
-    without actor steps (authors: 1024); afterwards the actor moves on every `critic_iter`-th update
-    and the critic on every update (the authors skip the critic on actor updates; here both move).
+    Schedules: `curriculum` is [[from_update, sequence_length], ...], counted in updates (the CPU-sized
+    profiles). `epoch_schedule` is [[from_epoch, {"seq_len": .., "lr": .., "beta_kl": ..}], ...], counted
+    in this stage's own epochs (0-based) and applied at every epoch start (`scheduled_settings`): "lr" is the
+    actor's (the critic's is `critic_lr_factor` times it), a name it never sets keeps the hparam's value and
+    "seq_len" overrides `curriculum`. The authors' schedules are `recipes._acis_common.paper_schedule`.
+    `critic_warmup` counts updates without actor steps (authors: 1024); afterwards the actor moves on every
+    `critic_iter`-th update and the critic on every update (the authors skip the critic on actor updates;
+    here both move).
 
     Discount: the critic regresses sum_{i>=t} gamma^(i-t) r_i (Eq. 6-7, gamma = 0.9 as the paper). The
     authors' `train.lua` instead squares gamma at every step (weights 1, gamma, gamma^2, gamma^4, ...);
@@ -197,6 +262,8 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
     `-markov` keeps two) and calls backward after every step, so its memory does not grow with the
     sequence length, which is the point of Sec. 5.4. BL back-propagates through the whole sequence.
     """
+
+    SCHEDULED = ("seq_len", "lr", "beta_kl")
 
     def __init__(
         self,
@@ -217,6 +284,7 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         rollout: int = 1,
         rollout_fraction: float = 0.0,
         target_order: str = "size",
+        epoch_schedule: list | None = None,
     ):
         super().__init__()
         if mode not in MODES:
@@ -225,6 +293,7 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         self.automatic_optimization = False
         self.config = ACISConfig.from_dict(config)
         self.curriculum = sorted([tuple(step) for step in (curriculum or [[0, 5]])])
+        self.epoch_schedule = check_schedule(epoch_schedule, self.SCHEDULED)
         self.preproc = _freeze(PreprocessingNet(self.config))
         self.decoder = _freeze(Decoder(self.config))
         self.actor = ActorEncoder(self.config)
@@ -237,9 +306,17 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
 
     @property
     def beta_kl(self) -> float:
-        return 0.0 if self.hparams.mode == "AC-NoKL" else self.hparams.beta_kl
+        return 0.0 if self.hparams.mode == "AC-NoKL" else self.settings()["beta_kl"]
+
+    def settings(self, epoch: int | None = None) -> dict:
+        """The actor's lr, beta_kl and (where the epoch schedule sets it) seq_len at `epoch` (default: the current)."""
+        epoch = self.current_epoch if epoch is None else epoch
+        return scheduled_settings(self.epoch_schedule, epoch, {"lr": self.hparams.lr, "beta_kl": self.hparams.beta_kl})
 
     def sequence_length(self) -> int:
+        settings = self.settings()
+        if "seq_len" in settings:
+            return int(settings["seq_len"])
         length = self.curriculum[0][1]
         for start, value in self.curriculum:
             if int(self.updates) >= start:
@@ -278,6 +355,12 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
     def on_train_epoch_start(self):
         self.preproc.eval()
         self.decoder.eval()
+        if self.epoch_schedule is not None:
+            lr = self.settings()["lr"]
+            optimizers = self.trainer.optimizers
+            set_learning_rate(optimizers[0], lr)
+            if len(optimizers) > 1:
+                set_learning_rate(optimizers[1], lr * self.hparams.critic_lr_factor)
 
     def training_step(self, batch, batch_idx):
         image, gts = prepare_batch(batch, self.config)
@@ -285,7 +368,9 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         with torch.no_grad():
             aux = self.preproc.channels(image)
             pyramid = state_pyramid(image, aux, self.config.levels)
-        steps = min(self.sequence_length(), int(counts.max()) + 1)  # + 1: the stop decision is trained too
+        # + 1: the stop decision is trained too; the most instances of any process's batch, since each AC step is a
+        # backward pass (images past their episode weigh nothing in it)
+        steps = min(self.sequence_length(), max_over_processes(self, int(counts.max()) + 1))
         if self.hparams.sampled_states and not self.is_actor_critic:
             steps = 1
             logs = self.sampled_state_update(image, aux, pyramid, gts)
@@ -339,7 +424,9 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         mask_total, termination_total = 0.0, 0.0
         optimizer.zero_grad()
         for _ in range(steps):
-            if not any(active):
+            # every process runs the same number of backward passes: the rollout ends when no process has an image
+            # left in it (a process whose images all stopped adds a zero loss meanwhile)
+            if not max_over_processes(self, int(any(active))):
                 break
             covered_region = accumulated[:, 0] > 0.5
             policy, continue_logit, hidden = self.actor(image, accumulated, aux, hidden)
@@ -357,9 +444,11 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
             in_episode = torch.tensor(in_episode, device=image.device)
             termination = (F.binary_cross_entropy_with_logits(
                 continue_logit, torch.tensor(keep_going, device=image.device), reduction="none") * in_episode
-            ).sum() / in_episode.sum()
+            ).sum() / in_episode.sum().clamp(min=1)
             kl = kl_divergence(policy, Normal(0.0, 1.0)).sum(-1).mean()
             loss = mask_loss / max(matched, 1) + self.beta_kl * kl + termination
+            if not in_episode.any():  # a step that only other processes' images take: no loss here, the same pass
+                loss = loss * 0.0
             self.manual_backward(loss / steps)
             mask_total += float(mask_loss.detach()) / max(matched, 1) / steps
             termination_total += float(termination.detach()) / steps
