@@ -31,8 +31,8 @@ from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warning
 from recipes._run_dir import RunDirectory, checkpoint_state, is_launcher
 from zoo.registry import markdown_row
 from zoo.acis.model import ForegroundComponents
-from zoo.acis.module import ActorCriticModule, CVAEModule, PreprocessingModule
-from zoo.acis.networks import ACISConfig
+from zoo.acis.module import ActorCriticModule, CVAEModule, PreprocessingModule, prepare_batch
+from zoo.acis.networks import ACISConfig, state_pyramid
 
 STAGES = ("preproc", "cvae", "init", "train", "eval")
 PROFILES = ("embedded", "cpu", "paper")
@@ -77,6 +77,8 @@ class Schedule:
     init_epoch_schedule: list | None = None  # "lr", "beta_kl"
     ac_epoch_schedule: list | None = None  # the AC rows: "seq_len", "lr" (the actor's), "beta_kl"
     bl_epoch_schedule: list | None = None  # BL and BL-Trunc: the same names
+    # after the cVAE stage, stop when its reconstructions of training instances stay below this Dice (0: no check)
+    min_reconstruction_dice: float = 0.0
     framing: str = "crop"  # how training items are framed (`datamodules.cvppp` geometries; KITTI ignores it)
 
 
@@ -322,6 +324,9 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
                                 epoch_schedule=epoch_schedule(schedule.cvae_epoch_schedule))
             module.preproc.load_state_dict(load(PreprocessingModule, source("preproc")).net.state_dict())
             trained = fit(module, stage, epochs(schedule.cvae_epochs))
+            if trained and schedule.min_reconstruction_dice > 0:
+                check_reconstruction(load(CVAEModule, source("cvae")), datamodule, run_dir, args.seed,
+                                     schedule.min_reconstruction_dice)
         elif stage == "init":
             module = ActorCriticModule(config.to_dict(), mode="BL-Trunc", score=benchmark.score, lr=schedule.lr,
                                        beta_kl=schedule.beta_kl, curriculum=schedule.init_curriculum,
@@ -369,6 +374,38 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
         previous = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
         timings_file.write_text(json.dumps({**previous, **timings}, indent=2))
     return {"timings_s": timings}
+
+
+def check_reconstruction(cvae: CVAEModule, datamodule, run_dir: Path, seed: int, minimum: float) -> float:
+    """Mean Dice of the cVAE's reconstructions (posterior mean, binarised at 0.5) of one instance per training image.
+
+    A collapsed posterior (KL near 0, the decoder ignoring the latent and emitting empty masks) makes every later
+    stage useless, and it happened on real plants for some seeds; stop here and say so instead of training on."""
+    datamodule.setup("fit")
+    dices = []
+    generator = torch.Generator().manual_seed(0)
+    cvae.eval()
+    with torch.no_grad():
+        for index in range(0, len(datamodule.train_set), max(1, len(datamodule.train_set) // 16)):
+            item = datamodule.train_set[index]
+            image, gts = prepare_batch({"image": item["image"][None], "labels": item["labels"][None]}, cvae.config)
+            if not len(gts[0]):
+                continue
+            target = gts[0][int(torch.randint(len(gts[0]), (), generator=generator))][None, None].float()
+            aux = cvae.preproc.channels(image)
+            decoded = torch.sigmoid(cvae.decoder(cvae.encoder(image, target, aux).mean,
+                                                 state_pyramid(image, aux, cvae.config.levels))) > 0.5
+            dices.append(float(2 * (decoded * target).sum() / (decoded.sum() + target.sum()).clamp(min=1)))
+    dice = float(np.mean(dices)) if dices else 0.0
+    if dice < minimum:
+        raise SystemExit(
+            f"the cVAE of {run_dir} reconstructs training instances at Dice {dice:.3f} (< {minimum}): its "
+            "posterior collapsed and later stages would learn nothing. Start it again with another seed: "
+            f"--seed {seed + 1} --stage cvae --restart (then run the command without --stage)"
+        )
+    if is_launcher():
+        print(f"[acis] cVAE reconstruction Dice on training instances: {dice:.3f}", file=sys.stderr)
+    return dice
 
 
 def profile_name(args) -> str:
@@ -613,6 +650,14 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
             f"Trained and measured on synthetic data ({benchmark.synthetic_description}), not on the real benchmark: "
             "the numbers are not comparable with the paper's."
         ))
+    if profile == "paper":
+        items.append(
+            "Schedules as the authors' scripts (seeds.md Sec. 4), in each stage's own epochs: cVAE lr 2e-4, 2e-5 from "
+            "epoch 400, 2e-6 from 600 (lambda_KL 1); init lr 5e-4 with lambda_KL 0.1, 0 from epoch 400, the actor on "
+            "latent means throughout; AC length 5 / lr 5e-4 / beta 1e-4, then the authors' steps at their epochs "
+            "5000, 7000, 8000, 9000 counted from their AC start (601); BL rows lengths 5 -> 10 -> 21. The paper gives "
+            "no KITTI schedule: KITTI uses CVPPP's."
+        )
     if profile != "paper":
         items.append(
             f"CPU-sized network: input {config.height}x{config.width} (paper {paper.height}x{paper.width}), encoder "

@@ -43,7 +43,7 @@ CPU_SCHEDULE = Schedule(
     # few nats, every decoded mask empty), with or without a KL warm-up; at 1e-3 it reconstructs held-out leaves
     preproc_lr=1e-3, cvae_lr=1e-3, cvae_lambda_kl=0.1, lr=5e-4, beta_kl=1e-4, critic_warmup=60, critic_iter=4,
     ac_lr=1e-4, critic_lr_factor=10.0, ac_beta_kl=1e-4, init_rollout=4, init_rollout_fraction=0.25,
-    curriculum=[[0, 5], [120, 10]], bl_curriculum=[[0, 5], [120, 10]],
+    curriculum=[[0, 5], [120, 10]], bl_curriculum=[[0, 5], [120, 10]], min_reconstruction_dice=0.1,
 )
 
 

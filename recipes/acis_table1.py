@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", type=Path, default=None, help="the base run (default runs/acis-<benchmark>)")
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--row-seeds", nargs="+", default=[], metavar="ROW=S1,S2",
+                        help="other seeds for some rows, e.g. AC-NoSP=1 (its whole pipeline costs far more)")
     parser.add_argument("--train-epochs", type=int, default=None,
                         help="epochs of every row's last stage (default: the profile's)")
     parser.add_argument("--threads", type=int, default=1)
@@ -70,8 +72,14 @@ def main(argv: list[str] | None = None) -> str:
     if not (run_dir / "results.json").is_file():
         raise SystemExit(f"{run_dir}/results.json is missing: run `python -m recipes.acis_{args.benchmark}` first")
     budget = ["--train-epochs", str(args.train_epochs)] if args.train_epochs is not None else []
+    seeds = {row: list(args.seeds) for row in args.rows}
+    for override in args.row_seeds:
+        row, _, values = override.partition("=")
+        if row not in seeds or not values:
+            raise SystemExit(f"--row-seeds {override}: want ROW=S1,S2 with ROW among --rows {args.rows}")
+        seeds[row] = [int(value) for value in values.split(",")]
     for ablation in args.rows:
-        for seed in args.seeds:
+        for seed in seeds[ablation]:
             out = row_dir(run_dir, ablation, seed)
             if not (out / "results.json").is_file():
                 shared = [] if ablation == "AC-NoSP" else ["--pretrained-run", str(run_dir)]
@@ -87,9 +95,11 @@ def main(argv: list[str] | None = None) -> str:
                                                              for kind, _ in names}}
     commands = {}
     for ablation in args.rows:
-        per_seed = [json.loads((row_dir(run_dir, ablation, seed) / "metrics.json").read_text()) for seed in args.seeds]
+        per_seed = [json.loads((row_dir(run_dir, ablation, seed) / "metrics.json").read_text())
+                    for seed in seeds[ablation]]
         table[ablation] = {keys[kind]: [m[keys[kind]] for m in per_seed] for kind, _ in names}
-        commands[ablation] = json.loads((row_dir(run_dir, ablation, args.seeds[0]) / "results.json").read_text())["command"]
+        commands[ablation] = json.loads(
+            (row_dir(run_dir, ablation, seeds[ablation][0]) / "results.json").read_text())["command"]
 
     def cell(values: list[float]) -> str:
         mean, deviation = spread(values)
@@ -103,16 +113,15 @@ def main(argv: list[str] | None = None) -> str:
         lines.append(markdown_row([label, *(cell(values[keys[kind]]) for kind, _ in names), str(count)]))
     text = "\n".join(lines)
     (run_dir / "table1.md").write_text(text + "\n")
-    (run_dir / "table1.json").write_text(json.dumps({"seeds": args.seeds, "rows": table, "commands": commands},
-                                                    indent=2))
+    (run_dir / "table1.json").write_text(json.dumps({"seeds": seeds, "rows": table, "commands": commands}, indent=2))
     described = "; ".join(
         f"{label}: " + ", ".join(f"{name} {cell(values[keys[kind]])}" for kind, name in names)
         for label, values in table.items())
     origin = "the last stage of each row from this run's init stage" + (
         "; AC-NoSP with its own cVAE and init stage" if "AC-NoSP" in args.rows else "")
-    note = (f"{NOTE_PREFIX} ({origin}; mean ± sample standard deviation over seeds {args.seeds}, per-seed values in "
-            f"brackets; every row the same epochs and actor learning rate): {described}. Row command (seed "
-            f"{args.seeds[0]}): " + "; ".join(f"{row}: `{command}`" for row, command in commands.items()) + ".")
+    seed_text = "; ".join(f"{row} {values}" for row, values in seeds.items())
+    note = (f"{NOTE_PREFIX} ({origin}; mean ± sample standard deviation over the seeds ({seed_text}), per-seed values "
+            f"in brackets; every row the same epochs and actor learning rate): {described}. Row commands (first seed): " + "; ".join(f"{row}: `{command}`" for row, command in commands.items()) + ".")
     results["notes"] = [n for n in results["notes"] if not n.startswith(NOTE_PREFIX)] + [note]
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(text)

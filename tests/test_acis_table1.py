@@ -44,10 +44,24 @@ def test_rows_are_mean_and_spread_over_seeds_and_the_note_is_replaced_not_repeat
     notes = json.loads((run_dir / "results.json").read_text())["notes"]
     assert notes[0] == "kept" and len(notes) == 2 and notes[1].startswith(NOTE_PREFIX)
     assert "BL-Trunc: Symmetric Best Dice 0.020 ± 0.017" in notes[1]
-    assert "BL: `python -m recipes.acis_cvppp --ablation BL`" in notes[1]
+    assert "BL: `python -m recipes.acis_cvppp --ablation BL`" in notes[1] and "BL [0, 1, 2]" in notes[1]
     assert "AC-NoSP" not in notes[1]
 
 
 def test_a_missing_base_run_says_what_to_run(tmp_path):
     with pytest.raises(SystemExit, match="run `python -m recipes.acis_cvppp` first"):
         main(["cvppp", "--run-dir", str(tmp_path / "nothing")])
+
+
+def test_row_seeds_give_a_row_its_own_seeds(tmp_path):
+    run_dir = tmp_path / "acis-cvppp"
+    write_run(run_dir, "AC", 0.3, 6.0, before=0.2)
+    for seed in (0, 1):
+        write_run(row_dir(run_dir, "BL", seed), "BL", 0.1 * (seed + 1), 12.0)
+    write_run(row_dir(run_dir, "AC-NoSP", 1), "AC-NoSP", 0.05, 15.0)
+    table = main(["cvppp", "--run-dir", str(run_dir), "--rows", "BL", "AC-NoSP", "--seeds", "0", "1",
+                  "--row-seeds", "AC-NoSP=1"]).splitlines()
+    assert table[-1].startswith("| AC-NoSP | 0.050 | 15.000 | 1 |")
+    assert json.loads((run_dir / "table1.json").read_text())["seeds"] == {"BL": [0, 1], "AC-NoSP": [1]}
+    with pytest.raises(SystemExit, match="--row-seeds"):
+        main(["cvppp", "--run-dir", str(run_dir), "--rows", "BL", "--row-seeds", "AC-NoSP=1"])
