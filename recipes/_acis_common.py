@@ -405,6 +405,9 @@ def check_reconstruction(cvae: CVAEModule, datamodule, run_dir: Path, seed: int,
         )
     if is_launcher():
         print(f"[acis] cVAE reconstruction Dice on training instances: {dice:.3f}", file=sys.stderr)
+        checks = run_dir / "checks.json"
+        recorded = json.loads(checks.read_text()) if checks.is_file() else {}
+        checks.write_text(json.dumps({**recorded, "cvae_reconstruction_dice_train": round(dice, 4)}, indent=2))
     return dice
 
 

@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> str:
     note = (f"{NOTE_PREFIX} ({origin}; mean ± sample standard deviation over the seeds ({seed_text}), per-seed values "
             f"in brackets; every row the same epochs and actor learning rate): {described}. Row commands (first seed): " + "; ".join(f"{row}: `{command}`" for row, command in commands.items()) + ".")
     results["notes"] = [n for n in results["notes"] if not n.startswith(NOTE_PREFIX)] + [note]
+    results["table1_command"] = "python -m recipes.acis_table1 " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    results["table1"] = text
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(text)
     return text
