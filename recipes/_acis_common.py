@@ -562,7 +562,7 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
         "benchmark": benchmark.title,
         "command": command,
         "hardware": hardware,
-        "trained_on": f"{data} (training split of {benchmark.val_split_name.replace('val', 'train')})",
+        "trained_on": f"{data}, {benchmark.val_split_name.replace('val', 'train')} split",
         "results": [{
             "task_type": "image-segmentation",
             "task_name": "Instance segmentation",
