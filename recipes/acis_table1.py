@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-epochs", type=int, default=None,
                         help="epochs of every row's last stage (default: the profile's)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("recipe_args", nargs="*", help="after --: passed to every row's recipe command")
+    parser.epilog = "Options after -- go to every row's recipe command unchanged."
     return parser
 
 
@@ -66,7 +66,10 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> str:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    own, recipe_args = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    args = build_parser().parse_args(own)
+    args.recipe_args = recipe_args
     recipe = importlib.import_module(f"recipes.acis_{args.benchmark}")
     run_dir = args.run_dir or Path("runs") / f"acis-{args.benchmark}"
     if not (run_dir / "results.json").is_file():
@@ -123,8 +126,7 @@ def main(argv: list[str] | None = None) -> str:
     note = (f"{NOTE_PREFIX} ({origin}; mean ± sample standard deviation over the seeds ({seed_text}), per-seed values "
             f"in brackets; every row the same epochs and actor learning rate): {described}. Row commands (first seed): " + "; ".join(f"{row}: `{command}`" for row, command in commands.items()) + ".")
     results["notes"] = [n for n in results["notes"] if not n.startswith(NOTE_PREFIX)] + [note]
-    results["table1_command"] = "python -m recipes.acis_table1 " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+    results["table1_command"] = "python -m recipes.acis_table1 " + " ".join(argv)
     results["table1"] = text
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(text)

@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+from pathlib import Path
+
+from recipes import acis_table1 as table1
 from recipes.acis_table1 import NOTE_PREFIX, main, row_dir
 
 
@@ -65,3 +68,22 @@ def test_row_seeds_give_a_row_its_own_seeds(tmp_path):
     assert json.loads((run_dir / "table1.json").read_text())["seeds"] == {"BL": [0, 1], "AC-NoSP": [1]}
     with pytest.raises(SystemExit, match="--row-seeds"):
         main(["cvppp", "--run-dir", str(run_dir), "--rows", "BL", "--row-seeds", "AC-NoSP=1"])
+
+
+def test_options_after_a_double_dash_reach_every_rows_command(tmp_path, monkeypatch):
+    run_dir = tmp_path / "acis-cvppp"
+    write_run(run_dir, "AC", 0.3, 6.0, before=0.2)
+    commands = []
+
+    def fake_row(command):
+        commands.append(command)
+        write_run(Path(command[command.index("--run-dir") + 1]), "BL", 0.1, 12.0)
+
+    monkeypatch.setattr(table1, "run_row", fake_row)
+    main(["cvppp", "--run-dir", str(run_dir), "--rows", "BL", "--seeds", "3", "--train-epochs", "8", "--",
+          "--data-dir", "somewhere", "--profile", "cpu"])
+    assert commands[0][-8:] == ["--train-epochs", "8", "--pretrained-run", str(run_dir), "--data-dir", "somewhere",
+                                "--profile", "cpu"]
+    assert commands[0][commands[0].index("--seed") + 1] == "3"
+    recorded = json.loads((run_dir / "results.json").read_text())["table1_command"]
+    assert recorded.endswith("--train-epochs 8 -- --data-dir somewhere --profile cpu")
