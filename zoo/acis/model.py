@@ -65,8 +65,11 @@ class ACISSegmenter(ZooModel):
     def segment(self, image: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """H x W x 3 uint8 RGB (any size) -> (H x W int32 instance labels, ids in prediction order).
 
-        The image is resized to the network size (the paper trains on 224 x 224 crops of CVPPP images
-        downscaled by 2); the mask probabilities are resized back, binarised at `mask_threshold`, and
+        The whole image is resized to the network size, squashing its aspect ratio (6 % for a 500 x 530
+        plant). The `cpu` profile of `recipes.acis_cvppp` trains on exactly this framing (`CVPPPLeaves`
+        geometry "whole"); models trained on the paper's framing (224 x 224 centre crops of images downscaled
+        by 2, geometry "crop") see a slightly smaller scale here and the border that their crops cut away.
+        The mask probabilities are resized back, binarised at `mask_threshold`, and
         each pixel goes to the first mask that covers it. Masks left empty are dropped and the remaining
         ids are consecutive (CVPPP's DiC assumes consecutive labels).
         """
