@@ -179,3 +179,20 @@ def create_backbone(name: str, *, pretrained: bool = True, seed: int = 0, **timm
     state, source = pretrained_state(name)
     load_backbone_state(model, state, name)
     return model, source
+
+
+def freeze_for_fine_tuning(body: nn.Module, frozen_stages: int) -> None:
+    """Fine-tune a timm EfficientNet body on small batches: its BatchNorm layers and its stem plus the first
+    ``frozen_stages`` block stages take no gradient (keep them in eval mode with `batch_norm_to_eval` after every
+    ``train()``: batches of a few images would overwrite ImageNet's statistics)."""
+    for module in body.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.requires_grad_(False)
+    for module in (body.conv_stem, body.bn1, *list(body.blocks)[:frozen_stages]):
+        module.requires_grad_(False)
+
+
+def batch_norm_to_eval(body: nn.Module) -> None:
+    for module in body.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()

@@ -62,6 +62,13 @@ class ACISSegmenter(ZooModel):
             return image.new_zeros((0,) + tuple(image.shape[-2:]))
         return torch.stack(masks)
 
+    def network_input(self, image: np.ndarray) -> torch.Tensor:
+        """A validated H x W x 3 uint8 image -> (1,3,h,w) in [0,1] at the network size, on the model's device."""
+        size = (self.config.width, self.config.height)
+        resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA if image.shape[1] > size[0] else cv2.INTER_LINEAR)
+        device = next(self.parameters()).device
+        return torch.from_numpy(resized).permute(2, 0, 1).float().div(255.0).unsqueeze(0).to(device)
+
     def segment(self, image: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """H x W x 3 uint8 RGB (any size) -> (H x W int32 instance labels, ids in prediction order).
 
@@ -75,10 +82,7 @@ class ACISSegmenter(ZooModel):
         """
         image = validate_rgb(image)
         height, width = image.shape[:2]
-        size = (self.config.width, self.config.height)
-        resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA if width > size[0] else cv2.INTER_LINEAR)
-        device = next(self.parameters()).device
-        tensor = torch.from_numpy(resized).permute(2, 0, 1).float().div(255.0).unsqueeze(0).to(device)
+        tensor = self.network_input(image)
         was_training = self.training
         self.eval()
         probabilities = self.predict_masks(tensor).cpu().numpy()
@@ -98,11 +102,8 @@ class ForegroundComponents:
     def segment(self, image: np.ndarray) -> tuple[np.ndarray, list[int]]:
         image = validate_rgb(image)
         height, width = image.shape[:2]
-        config = self.segmenter.config
-        resized = cv2.resize(image, (config.width, config.height), interpolation=cv2.INTER_AREA)
-        tensor = torch.from_numpy(resized).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
         self.segmenter.eval()
-        foreground = self.segmenter.preproc.channels(tensor)[0, -1].numpy()
+        foreground = self.segmenter.preproc.channels(self.segmenter.network_input(image))[0, -1].cpu().numpy()
         foreground = cv2.resize(foreground, (width, height), interpolation=cv2.INTER_LINEAR) > self.threshold
         count, labels = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
         return labels.astype(np.int32), list(range(1, count))

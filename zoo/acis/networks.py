@@ -151,7 +151,7 @@ class PretrainedFCN(nn.Module):
 
     def __init__(self, config: ACISConfig, pretrained: bool = False):
         super().__init__()
-        from zoo.backbones import create_backbone
+        from zoo.backbones import create_backbone, freeze_for_fine_tuning
 
         self.body, source = create_backbone(config.preproc_backbone, pretrained=pretrained, features_only=True,
                                             out_indices=(2, 3, 4))
@@ -160,11 +160,7 @@ class PretrainedFCN(nn.Module):
         config_std = self.body.pretrained_cfg.get("std", (0.229, 0.224, 0.225))
         self.register_buffer("mean", torch.tensor(config_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config_std).view(1, 3, 1, 1), persistent=False)
-        for module in self.body.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.requires_grad_(False)
-        for module in (self.body.conv_stem, self.body.bn1, *list(self.body.blocks)[:2]):
-            module.requires_grad_(False)
+        freeze_for_fine_tuning(self.body, frozen_stages=2)
         outputs = ANGLE_BINS + 1
         pool3, pool4, top = self.body.feature_info.channels()
         self.fc = nn.Sequential(nn.Conv2d(top, config.preproc_fc, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.5))
@@ -173,10 +169,10 @@ class PretrainedFCN(nn.Module):
         self.score_pool3 = nn.Conv2d(pool3, outputs, 1)
 
     def train(self, mode: bool = True):
+        from zoo.backbones import batch_norm_to_eval
+
         super().train(mode)
-        for module in self.body.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eval()
+        batch_norm_to_eval(self.body)
         return self
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,7 +37,7 @@ class FrozenBatchNormBackbone(nn.Module):
         from torchvision.ops import FeaturePyramidNetwork
         from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-        from zoo.backbones import create_backbone
+        from zoo.backbones import create_backbone, freeze_for_fine_tuning
 
         self.body, self.weights_source = create_backbone(
             name, pretrained=pretrained, seed=seed, features_only=True, out_indices=(1, 2, 3, 4)
@@ -46,18 +46,13 @@ class FrozenBatchNormBackbone(nn.Module):
             torch.manual_seed(seed)
             self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), fpn_channels, LastLevelMaxPool())
         self.out_channels = fpn_channels
-        for module in self.body.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.requires_grad_(False)
-        frozen = [self.body.conv_stem, self.body.bn1, *list(self.body.blocks)[: frozen_stages]]
-        for module in frozen:
-            module.requires_grad_(False)
+        freeze_for_fine_tuning(self.body, frozen_stages)
 
     def train(self, mode: bool = True):
+        from zoo.backbones import batch_norm_to_eval
+
         super().train(mode)
-        for module in self.body.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eval()
+        batch_norm_to_eval(self.body)
         return self
 
     def forward(self, images: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
