@@ -32,6 +32,7 @@ from zoo.registry import ENTRY_FILE
 MODEL_TYPES: dict[str, str] = {
     "drlt": "zoo.drlt.model:DRLTTracker",
     "acis": "zoo.acis.model:ACISSegmenter",
+    "ftmu": "zoo.ftmu.model:FTMUSegmenter",
     "segmenter": "zoo.vision.segmenter:InstanceSegmenter",
 }
 
