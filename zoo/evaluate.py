@@ -18,6 +18,7 @@ BENCHMARKS = {
     "davis": ("zoo.evaluation.davis", "DAVIS 2016/2017 J, F and J&F (semi-supervised or unsupervised)"),
     "cvppp": ("zoo.evaluation.cvppp", "CVPPP leaf segmentation: SBD, FBD, DiC, |DiC|"),
     "kitti": ("zoo.evaluation.kitti", "KITTI car instances: MWCov, MUCov, AvgFP, AvgFN"),
+    "vot-lt": ("zoo.evaluation.vot_lt", "VOT long-term (VOT2018-LT): tracking precision, recall and F-score"),
 }
 
 

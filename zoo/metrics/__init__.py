@@ -13,6 +13,7 @@ _EXPORTS: dict[str, str] = {
     "DAVISUnsupervised": "zoo.metrics.davis",
     "CVPPPMetrics": "zoo.metrics.cvppp",
     "KITTIInstanceMetrics": "zoo.metrics.kitti",
+    "VOTLongTerm": "zoo.metrics.vot_lt",
     "pairwise_iou": "zoo.metrics.instances",
     "pairwise_dice": "zoo.metrics.instances",
     "instance_masks": "zoo.metrics.instances",
