@@ -85,8 +85,9 @@ class TrainingProgress(Callback):
     """One report over every training batch of a fit; `postfix(trainer, module)` -> dict of what to show (default:
     the metrics logged with prog_bar=True)."""
 
-    def __init__(self, desc: str, unit: str = "batch", postfix=None):
-        self.desc, self.unit, self.postfix = desc, unit, postfix
+    def __init__(self, desc: str, unit: str = "batch", postfix=None, steps_per_batch: int = 1):
+        # steps_per_batch: optimiser steps Lightning counts per batch (manual optimisation with two optimisers: 2)
+        self.desc, self.unit, self.postfix, self.steps_per_batch = desc, unit, postfix, steps_per_batch
         self.bar = None
 
     def on_train_start(self, trainer, pl_module):
@@ -95,7 +96,8 @@ class TrainingProgress(Callback):
         per_epoch = trainer.num_training_batches
         total = per_epoch * trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
         if trainer.max_steps and trainer.max_steps > 0:
-            total = min(total or trainer.max_steps, trainer.max_steps)
+            batches = trainer.max_steps // self.steps_per_batch
+            total = min(total or batches, batches)
         done = trainer.current_epoch * per_epoch if per_epoch != float("inf") else 0
         self.bar = progress(total=total, desc=self.desc, unit=self.unit, initial=min(done, total or done))
 

@@ -67,10 +67,11 @@ class ScriptedCandidates:
             masks.insert(0, source.target_masks[frame_index])
         masks = [mask for mask in masks if mask.any()]
         if not masks:
-            return Candidates(np.zeros((0, 4)), np.zeros((0, *frame.shape[:2]), bool), np.zeros(0), "none")
+            return Candidates(np.zeros((0, 4)), np.zeros((0, *frame.shape[:2]), bool), np.zeros(0))
         masks = np.stack(masks)
         boxes = np.stack([mask_box(mask) for mask in masks])
-        return Candidates(boxes, masks, np.ones(len(masks)), f"{video}:{frame_index}:{region is None}")
+        ids = tuple(f"{video}:{frame_index}:{region is None}:{index}" for index in range(len(masks)))
+        return Candidates(boxes, masks, np.ones(len(masks)), ids)
 
 
 class MeanColourStates:
@@ -88,7 +89,7 @@ class MeanColourStates:
             features.append(torch.tensor(lit.mean(axis=0) / 255 if len(lit) else np.zeros(3), dtype=torch.float32))
         return torch.cat(features)
 
-    def embed(self, patches):
+    def embed(self, patches, keys=None):
         return torch.nn.functional.normalize(
             torch.stack([torch.tensor(p.reshape(-1, 3).mean(axis=0), dtype=torch.float32) for p in patches]), dim=1
         )

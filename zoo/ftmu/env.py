@@ -155,10 +155,17 @@ class Candidates:
     boxes: np.ndarray  # (N, 4) float, x0 y0 x1 y1
     masks: np.ndarray  # (N, H, W) bool
     scores: np.ndarray  # (N,)
-    key: str = ""  # identifies the segmenter call (frame and region), for feature caches
+    ids: tuple[str, ...] = ()  # one stable name per candidate (video, frame, segmenter call, index): feature cache keys
+
+    def __post_init__(self):
+        if not self.ids:
+            self.ids = tuple(f"anonymous{id(self)}:{index}" for index in range(len(self.scores)))
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def subset(self, keep: np.ndarray) -> "Candidates":
+        return Candidates(self.boxes[keep], self.masks[keep], self.scores[keep], tuple(self.ids[i] for i in keep))
 
 
 @dataclass
@@ -169,7 +176,7 @@ class Template:
     mask: np.ndarray | None
     frame: np.ndarray
     frame_index: int
-    key: str  # identifies (frame, box, mask) for feature caches
+    key: str  # identifies T_frame and T_box (what S_T shows), for feature caches
 
 
 def s_iou(template: Template, candidates: Candidates, alpha: float) -> np.ndarray:
@@ -229,8 +236,8 @@ class StateEncoder(Protocol):
     def state(self, template: Template, frame: np.ndarray, prediction: np.ndarray, prediction_key: str) -> torch.Tensor:
         """s_t (Eq. 6) as a 1-D float tensor."""
 
-    def embed(self, patches: list[np.ndarray]) -> torch.Tensor:
-        """(N, E) appearance embeddings of image patches (Eq. 3)."""
+    def embed(self, patches: list[np.ndarray], keys: list[str] | None = None) -> torch.Tensor:
+        """(N, E) appearance embeddings of image patches (Eq. 3); ``keys`` name them for caching."""
 
 
 # (K, D) states, (K, 2) [IoU(P_mask, GT), IoU(T_mask, GT)] (NaN without ground truth) -> (K,) actions in
@@ -273,6 +280,8 @@ class FrameLog:
     actions: dict[int, list[int]]
     redetected: list[int]
     seconds: dict[str, float]
+    templates: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)  # T_box and its frame, after the frame
+    match_scores: dict[int, float] = field(default_factory=dict)  # score of this frame's P (0: no candidate matched)
 
 
 class Tracker:
@@ -286,7 +295,8 @@ class Tracker:
         and each target's mask is the candidate of best box IoU (α = 1), so the template gains a mask."""
         height, width = frame.shape[:2]
         targets = {
-            target: TargetState(Template(np.asarray(box, float), None, frame, frame_index, f"{video}:{frame_index}:box{target}"))
+            target: TargetState(Template(np.asarray(box, float), None, frame, frame_index,
+                                         f"{video}:{frame_index}:box{np.round(np.asarray(box, float), 2).tolist()}"))
             for target, box in boxes.items()
         }
         episode = Episode(video, targets, (height, width))
@@ -304,7 +314,7 @@ class Tracker:
                 x0, y0, x1, y1 = (int(round(v)) for v in state.template.box)
                 mask[max(0, y0) : y1, max(0, x0) : x1] = True
                 confidence[target] = 0.0
-            state.template = replace(state.template, mask=mask, key=f"{pool.key}:first{target}")
+            state.template = replace(state.template, mask=mask)  # S_T still shows the given box
             state.final_mask, state.confidence = mask, confidence[target]
             state.box_history.append(state.template.box)
             masks[target] = mask
@@ -331,12 +341,15 @@ class Tracker:
         before = {t: s.box_history[-2] for t, s in targets.items() if len(s.box_history) > 1}
         region, kind = search_region(previous, before, config, height, width)
         started = time.perf_counter()
+        if config.matching == "appearance":  # Table 2's appearance update matches over the whole frame
+            region, kind = np.array([0, 0, width, height], dtype=np.float64), "whole"
         pool = self.candidates(episode.video, frame_index, frame, None if kind == "whole" else region)
         seconds["segmentation"] += time.perf_counter() - started
 
         started = time.perf_counter()
         predictions = {target: self._match(state, pool, frame) for target, state in targets.items()}
         seconds["matching"] += time.perf_counter() - started
+        match_scores = {target: (p[2] if p is not None else 0.0) for target, p in predictions.items()}
 
         actions: dict[int, list[int]] = {target: [] for target in targets}
         self._decide(episode, frame_index, frame, predictions, policy, ground_truth, actions, False, seconds)
@@ -350,6 +363,7 @@ class Tracker:
                 found = {target: self._redetect(targets[target], whole, frame) for target in lost}
                 seconds["redetection"] += time.perf_counter() - started
                 redetected = lost
+                match_scores.update({target: (p[2] if p is not None else 0.0) for target, p in found.items()})
                 self._decide(episode, frame_index, frame, found, policy, ground_truth, actions, True, seconds)
                 for target in lost:  # the count of successive a1 starts again after a re-detection
                     targets[target].successive_keeps = 0
@@ -363,7 +377,8 @@ class Tracker:
         labels = resolve_label_map(masks, {t: s.confidence for t, s in targets.items()}, (height, width))
         episode.labels.append(labels)
         episode.frames.append(frame_index)
-        episode.logs.append(FrameLog(frame_index, region, kind, actions, redetected, seconds))
+        templates = {t: (s.template.box.copy(), s.template.frame_index) for t, s in targets.items()}
+        episode.logs.append(FrameLog(frame_index, region, kind, actions, redetected, seconds, templates, match_scores))
         return labels
 
     def _match(self, state: TargetState, pool: Candidates, frame: np.ndarray):
@@ -378,7 +393,7 @@ class Tracker:
         best = int(scores.argmax())
         if scores[best] <= 0:
             return None
-        return pool.masks[best], pool.boxes[best], float(scores[best]), f"{pool.key}:{best}"
+        return pool.masks[best], pool.boxes[best], float(scores[best]), pool.ids[best]
 
     def _redetect(self, state: TargetState, pool: Candidates, frame: np.ndarray):
         """Eq. 3: the candidate whose P_box' patch embeds closest (L2) to the template's T_box' patch."""
@@ -386,11 +401,12 @@ class Tracker:
             return None
         template = state.template
         embeddings = self.encoder.embed(
-            [box_patch(template.frame, template.box)] + [box_patch(frame, box) for box in pool.boxes]
+            [box_patch(template.frame, template.box)] + [box_patch(frame, box) for box in pool.boxes],
+            [f"T|{template.key}"] + [f"P|{candidate}" for candidate in pool.ids],
         )
         distances = torch.linalg.vector_norm(embeddings[1:] - embeddings[:1], dim=1)
         best = int(distances.argmin())
-        return pool.masks[best], pool.boxes[best], float(1.0 / (1.0 + distances[best])), f"{pool.key}:{best}"
+        return pool.masks[best], pool.boxes[best], float(1.0 / (1.0 + distances[best])), pool.ids[best]
 
     def _decide(self, episode, frame_index, frame, predictions, policy, ground_truth, actions, redetection, seconds):
         import time

@@ -16,7 +16,8 @@ One training step, top to bottom (`FTMUModule.training_step`):
 the action (replace iff IoU(P_mask, GT) >= IoU(T_mask, GT)), the rollout follows the labels, and the actor learns
 them by cross-entropy; the critic is not used.
 
-Exact resume: the `environment_steps` / `updates` counters are buffers (in the checkpoint); each rollout samples
+Exact resume: the `environment_steps` (decisions of every process) / `updates` counters are buffers (in the
+checkpoint); each rollout samples
 from a generator seeded by (seed, update, rank), and clips are shuffled by an epoch-seeded sampler, so a run resumed
 from an epoch-end checkpoint takes the same actions as one that never stopped.
 """
@@ -169,7 +170,9 @@ class FTMUModule(pl.LightningModule):
         episodes = [self.environment.rollout(sequence, start, policy) for sequence, start in batch]
         batch_data = {key: value.to(self.device) for key, value in transitions(episodes).items()}
         steps = len(batch_data.get("states", ()))
-        self.environment_steps += steps
+        # counted over every DDP process (DDP copies the launching process's buffers to the others at each step)
+        total = self.trainer.strategy.reduce(torch.tensor(float(steps), device=self.device), reduce_op="sum")
+        self.environment_steps += int(total)
 
         actor_optimizer, critic_optimizer = self.optimizers()
         actor_optimizer.zero_grad()

@@ -130,5 +130,14 @@ class FeatureStates:
             self._feature(f"P|{prediction_key}", lambda: image(1)),
         ])
 
-    def embed(self, patches: list[np.ndarray]) -> torch.Tensor:
-        return nn.functional.normalize(self.encoder(patches, PATCH_SIZE), dim=1)
+    def embed(self, patches: list[np.ndarray], keys: list[str] | None = None) -> torch.Tensor:
+        """L2-normalised embeddings; with ``keys`` (one per patch) each is computed once."""
+        if keys is None:
+            return nn.functional.normalize(self.encoder(patches, PATCH_SIZE), dim=1)
+        missing = [i for i, key in enumerate(keys) if f"E|{key}" not in self.cache]
+        if missing:
+            computed = nn.functional.normalize(self.encoder([patches[i] for i in missing], PATCH_SIZE), dim=1)
+            self.encoded += len(missing)
+            for i, embedding in zip(missing, computed):
+                self.cache[f"E|{keys[i]}"] = embedding.to(torch.float16)
+        return torch.stack([self.cache[f"E|{key}"].float() for key in keys])
