@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gamma", type=float, default=0.9)
     train.add_argument("--value-scale", type=float, default=100.0,
                        help="critic output scale (not in the paper; see zoo.ftmu.networks.Critic)")
+    train.add_argument("--reward-on", choices=("prediction", "final"), default="prediction",
+                       help="J_t of Eq. 7 on the preliminary result P (the paper) or on the mask output after the "
+                            "action (not the paper's; see zoo.ftmu.module.decision_jaccard)")
     train.add_argument("--hidden", type=int, nargs="+", default=(2048, 512))
     train.add_argument("--seed", type=int, default=0)
     tracker = parser.add_argument_group("tracker (Sec. 3.4, 4.2)")
@@ -155,7 +158,7 @@ def train_agent(mode: str, updates: int, args, environment: ClipEnvironment, sta
                 run: RunDirectory) -> FTMUModule:
     module = FTMUModule(state_dim=state_dim, hidden=tuple(args.hidden), mode=mode, actor_lr=args.actor_lr,
                         critic_lr=args.critic_lr, lr_decay=args.lr_decay, decay_every=args.decay_every,
-                        gamma=args.gamma, value_scale=args.value_scale, seed=args.seed)
+                        gamma=args.gamma, value_scale=args.value_scale, reward_on=args.reward_on, seed=args.seed)
     module.environment = environment
     clips = environment.clips()
     if not clips:
@@ -267,6 +270,9 @@ def notes(args, model: FTMUSegmenter) -> list[str]:
         f"Search-region ratios big / intermediate / small = {config.big_ratio} / {config.intermediate_ratio} / "
         f"{config.small_ratio}, motion threshold {config.motion_threshold} of the box diagonal: one setting for "
         "every sequence (the authors' code sets ratios per DAVIS val sequence).",
+        {"prediction": "Reward Eq. 7 on J of the preliminary result P_mask, as the paper's text defines it.",
+         "final": "Reward Eq. 7 on J of the mask output after the action (P_mask on a0, the kept template's mask on "
+                  "a1), not the paper's P_mask: the action's effect shows in its own reward."}[args.reward_on],
         f"Critic output scaled by {args.value_scale} (a reparameterisation, not in the paper) so that Adam at the "
         "paper's learning rates reaches Eq. 7's return range; the clip's last decision is terminal.",
         "Evaluation: arg-max actions, the last agent trained (the authors' code samples actions at validation and "

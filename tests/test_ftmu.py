@@ -183,3 +183,15 @@ def test_checkpoint_of_one_mode_refuses_to_load_as_another():
     with pytest.raises(ValueError, match="trained in mode 'supervised'"):
         FTMUModule(state_dim=6, hidden=(8,), mode="rl").on_load_checkpoint(checkpoint)
     del module
+
+
+def test_reward_on_prediction_ignores_the_action_and_on_final_follows_it():
+    from zoo.ftmu.env import Decision
+    from zoo.ftmu.module import decision_jaccard
+
+    kept = Decision(1, 3, torch.zeros(6), KEEP, jaccard=0.2, template_jaccard=0.7, redetection=False)
+    replaced = Decision(1, 3, torch.zeros(6), REPLACE, jaccard=0.2, template_jaccard=0.7, redetection=False)
+    assert decision_jaccard(kept, "prediction") == decision_jaccard(replaced, "prediction") == 0.2  # Eq. 7 on P
+    assert decision_jaccard(kept, "final") == 0.7 and decision_jaccard(replaced, "final") == 0.2
+    batch = transitions([type("E", (), {"decisions": [kept, replaced]})()], reward_on="final")
+    np.testing.assert_allclose(batch["rewards"].numpy(), reward(np.array([0.7, 0.2])), rtol=1e-6)

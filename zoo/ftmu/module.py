@@ -78,7 +78,19 @@ class ClipEnvironment:
         return episode
 
 
-def transitions(episodes: list[Episode]) -> dict[str, torch.Tensor]:
+REWARD_ON = ("prediction", "final")
+
+
+def decision_jaccard(decision, reward_on: str = "prediction") -> float:
+    """J_t of Eq. 7. "prediction" (the paper's text): IoU of the preliminary result P_mask with the ground truth,
+    whatever the action. "final" (a flag, not the paper's): IoU of the mask the frame outputs after the action,
+    P_mask on a0 and the kept template's mask on a1, so the action's effect shows in its own reward."""
+    if reward_on == "prediction" or decision.action == REPLACE:
+        return decision.jaccard
+    return decision.template_jaccard
+
+
+def transitions(episodes: list[Episode], reward_on: str = "prediction") -> dict[str, torch.Tensor]:
     """Decisions -> (states, actions, rewards, next_states, done, labels) of every target's consecutive decisions."""
     states, actions, rewards, next_states, done, labels = [], [], [], [], [], []
     for episode in episodes:
@@ -92,7 +104,7 @@ def transitions(episodes: list[Episode]) -> dict[str, torch.Tensor]:
                 next_states.append(decision.state if last else decisions[index + 1].state)
                 done.append(last)
                 actions.append(decision.action)
-                rewards.append(float(reward(decision.jaccard)))
+                rewards.append(float(reward(decision_jaccard(decision, reward_on))))
                 labels.append(decision.label)
     if not states:
         return {}
@@ -118,11 +130,14 @@ class FTMUModule(pl.LightningModule):
         decay_every: int = 200,
         gamma: float = 0.9,
         value_scale: float = 100.0,
+        reward_on: str = "prediction",
         seed: int = 0,
     ):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if reward_on not in REWARD_ON:
+            raise ValueError(f"reward_on must be one of {REWARD_ON}, got {reward_on!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         with torch.random.fork_rng(devices=[]):
@@ -168,7 +183,8 @@ class FTMUModule(pl.LightningModule):
         supervised = self.hparams.mode == "supervised"
         policy = self.label_policy if supervised else self.sampling_policy(generator)
         episodes = [self.environment.rollout(sequence, start, policy) for sequence, start in batch]
-        batch_data = {key: value.to(self.device) for key, value in transitions(episodes).items()}
+        batch_data = {key: value.to(self.device)
+                      for key, value in transitions(episodes, self.hparams.reward_on).items()}
         steps = len(batch_data.get("states", ()))
         # counted over every DDP process (DDP copies the launching process's buffers to the others at each step)
         total = self.trainer.strategy.reduce(torch.tensor(float(steps), device=self.device), reduce_op="sum")
