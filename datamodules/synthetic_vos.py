@@ -370,6 +370,11 @@ def synthetic_root(layout: str = "davis2017", cache_dir: str | Path | None = Non
     """
     if layout not in WRITERS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {sorted(WRITERS)}")
+    return synthetic_tree(layout, WRITERS[layout], cache_dir, **options)
+
+
+def synthetic_tree(layout: str, writer, cache_dir: str | Path | None = None, **options) -> Path:
+    """`synthetic_root` for any ``writer(root, **options)`` (the writers of other modules' layouts)."""
     base = Path(cache_dir or Path(os.environ.get("ZOO_CACHE", tempfile.gettempdir())) / "synthetic_vos")
     key = hashlib.sha256(json.dumps([layout, sorted(options.items())], default=str).encode()).hexdigest()[:12]
     final = base / f"{layout}-{key}"
@@ -378,7 +383,7 @@ def synthetic_root(layout: str = "davis2017", cache_dir: str | Path | None = Non
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{layout}-", dir=base))
     try:
-        WRITERS[layout](staging, **options)
+        writer(staging, **options)
         staging.rename(final)
     except OSError:
         if not final.is_dir():

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger
 

@@ -51,13 +51,10 @@ figure for reference, and notes. With ``--run-dir``: ``results.json`` and the pe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-import os
 import re
 import shlex
-import shutil
 import sys
 import tempfile
 import time
@@ -135,25 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _synthetic_tree(layout: str, writer, **options) -> Path:
-    """A synthetic tree written once into ``$ZOO_CACHE/synthetic_vos`` (else the temp folder), keyed by the options,
-    and renamed into place so that concurrent callers never see half a tree (as `synthetic_root`)."""
-    base = Path(os.environ.get("ZOO_CACHE", tempfile.gettempdir())) / "synthetic_vos"
-    key = hashlib.sha256(json.dumps([layout, sorted(options.items())], default=str).encode()).hexdigest()[:12]
-    final = base / f"{layout}-{key}"
-    if final.is_dir():
-        return final
-    base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{layout}-", dir=base))
-    try:
-        writer(staging, **options)
-        staging.rename(final)
-    except OSError:
-        if not final.is_dir():
-            raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return final
+    from datamodules.synthetic_vos import synthetic_tree
+
+    return synthetic_tree(layout, writer, **options)
 
 
 def synthetic_data(args) -> Path:

@@ -54,13 +54,12 @@ RESOLUTION = 100  # number of thresholds, +inf and -inf included (the toolkit's 
 
 def as_regions(boxes, what: str = "boxes") -> np.ndarray:
     """(N, 4) float64 copy of x, y, w, h rows (tensor, array or nested list); a row with any NaN becomes all NaN."""
-    if isinstance(boxes, torch.Tensor):
-        boxes = boxes.detach().cpu().double().numpy()
-    array = np.array(boxes, dtype=np.float64)
-    if array.ndim == 1 and array.shape == (4,):
-        array = array[None]
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(f"{what} must have shape (N, 4) as x, y, w, h rows (NaN row = no box), got {array.shape}")
+    from zoo.metrics.otb import as_boxes
+
+    try:
+        array = as_boxes(boxes)
+    except ValueError as error:
+        raise ValueError(f"{what}: {error} (NaN row = no box)") from None
     if np.isinf(array).any():
         row = int(np.flatnonzero(np.isinf(array).any(axis=1))[0])
         raise ValueError(f"{what}: row {row} {array[row].tolist()} is infinite; write NaN,NaN,NaN,NaN for no box")
