@@ -121,7 +121,10 @@ def _replace_rate(episode: Episode) -> float | None:
 
 
 def table_markdown(measured: dict, paper: dict | None = None) -> str:
-    lines = ["| row | J&F | J-Mean | F-Mean | s/frame | template replaced | re-detections |" + (" paper Jm |" if paper else ""),
+    # s/frame here reads candidates from the run's cache where an earlier row (or training) segmented the same
+    # frame and region: `python -m recipes.benchmark ftmu` measures the uncached speed
+    lines = ["| row | J&F | J-Mean | F-Mean | s/frame (cached candidates) | template replaced | re-detections |"
+             + (" paper Jm |" if paper else ""),
              "|---|---|---|---|---|---|---|" + ("---|" if paper else "")]
     for slug, row in measured.items():
         rates = [s["replace_rate"] for s in row["per_sequence"].values() if s["replace_rate"] is not None]
