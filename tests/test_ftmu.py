@@ -195,3 +195,24 @@ def test_reward_on_prediction_ignores_the_action_and_on_final_follows_it():
     assert decision_jaccard(kept, "final") == 0.7 and decision_jaccard(replaced, "final") == 0.2
     batch = transitions([type("E", (), {"decisions": [kept, replaced]})()], reward_on="final")
     np.testing.assert_allclose(batch["rewards"].numpy(), reward(np.array([0.7, 0.2])), rtol=1e-6)
+
+
+def test_whole_frame_candidates_keep_those_overlapping_the_region_with_stable_ids():
+    from zoo.ftmu.model import WholeFrameCandidates
+
+    masks = np.zeros((3, 20, 40), bool)
+    masks[0, 2:6, 2:6] = masks[1, 10:14, 30:36] = masks[2, 8:12, 14:20] = True
+    boxes = np.stack([mask_box(m) for m in masks])
+    calls = []
+
+    def whole_frame(video, frame_index, frame, region):
+        calls.append(region)
+        return Candidates(boxes, masks, np.ones(3), tuple(f"{video}:{frame_index}:whole:{i}" for i in range(3)))
+
+    source = WholeFrameCandidates(whole_frame)
+    frame = np.zeros((20, 40, 3), np.uint8)
+    inside = source("v", 4, frame, np.array([0.0, 0, 16, 20]))  # overlaps candidates 0 and 2 (x 14..20)
+    assert inside.ids == ("v:4:whole:0", "v:4:whole:2")
+    np.testing.assert_array_equal(inside.masks, masks[[0, 2]])
+    assert source("v", 4, frame, None).ids == ("v:4:whole:0", "v:4:whole:1", "v:4:whole:2")
+    assert calls == [None]  # one whole-frame call per frame, whatever the regions asked for
