@@ -313,7 +313,11 @@ def main(argv: list[str] | None = None) -> dict:
         args.supervised_updates = args.updates
     pl.seed_everything(args.seed, workers=True, verbose=False)
     quiet_lightning()
-    train_sequences, eval_sequences, described, trained_on = load_data(args)
+    try:
+        train_sequences, eval_sequences, described, trained_on = load_data(args)
+    except (FileNotFoundError, ValueError) as error:
+        build_parser().error(f"{error} (--data-dir takes a DAVIS root: JPEGImages/480p/, Annotations/480p/, "
+                             "ImageSets/; leave it out for the embedded synthetic videos)")
     print(f"{len(train_sequences)} training videos; evaluating on {described}")
     model = FTMUSegmenter(hidden=tuple(args.hidden), tracker=tracker_config(args).__dict__,
                           proposal_model=args.proposal_model, box_score_thresh=args.box_score_thresh,

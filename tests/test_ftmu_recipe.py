@@ -70,3 +70,9 @@ def test_rerun_resumes_and_trains_no_more(run, capsys):
     ftmu_davis.main([*TINY, "--run-dir", str(run_dir), "--rows", "full"])
     assert "using it (--restart starts over)" in capsys.readouterr().err  # the finished fit is reused
     assert (run_dir / "model" / "model.safetensors").read_bytes() == state_before
+
+
+def test_a_missing_data_dir_is_a_one_line_error_naming_it(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ftmu_davis.main(["--data-dir", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "run")])
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err
