@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="frame: in training, segment each frame once and keep the candidates overlapping the "
                               "search region (CPU shortcut); region: segment the search region as the paper does. "
                               "Evaluation always segments the search region")
+    tracker.add_argument("--state-view", choices=("frame", "box"), default="frame",
+                         help="frame: S_T / S_P are whole blacked-out frames (the paper); box: cropped around their "
+                              "boxes (not the paper's; see zoo.ftmu.networks.FeatureStates)")
     tracker.add_argument("--random-backbone", action="store_true", help="random encoder (never a silent fallback)")
     run = parser.add_argument_group("run")
     run.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), help="Table 2 rows to measure")
@@ -168,7 +171,8 @@ def train_agent(mode: str, updates: int, args, environment: ClipEnvironment, sta
     identity = {"hparams": dict(module.hparams), "tracker": environment.tracker.config.__dict__,
                 "clips_per_batch": args.clips_per_batch, "clip_length": args.clip_length,
                 "train": sorted(s.name for s in environment.sequences), "encoder": args.random_backbone,
-                "training_candidates": args.training_candidates}
+                "training_candidates": args.training_candidates,
+                **({"state_view": args.state_view} if args.state_view != "frame" else {})}
     stage = f"train-{mode}"
     trainer = pl.Trainer(
         accelerator=args.accelerator, devices=int(args.devices) if args.devices.isdigit() else args.devices,
@@ -298,6 +302,9 @@ def notes(args, model: FTMUSegmenter) -> list[str]:
         "Evaluation: arg-max actions, the last agent trained (the authors' code samples actions at validation and "
         "keeps the best validation epoch).",
         "'RL update w/o re-detection' is the same trained agent run with re-detection off.",
+        {"frame": "State images S_T / S_P: the whole blacked-out frames, resized to 224 x 224 (Eq. 4-6).",
+         "box": "State images S_T / S_P cropped around T_box / P_box with half a box of context before the encoder "
+                "(not the paper's whole frames; close to the authors' code's ROI crops)."}[args.state_view],
         {"frame": "Training candidates: each training frame segmented once as a whole, the search region keeping "
                   "the candidates that overlap it (a CPU shortcut); evaluation segments the search region.",
          "region": "Training and evaluation segment the search region, as the paper does."}[args.training_candidates],
@@ -322,12 +329,12 @@ def main(argv: list[str] | None = None) -> dict:
     model = FTMUSegmenter(hidden=tuple(args.hidden), tracker=tracker_config(args).__dict__,
                           proposal_model=args.proposal_model, box_score_thresh=args.box_score_thresh,
                           detections_per_img=args.detections_per_img, pretrained_backbone=not args.random_backbone,
-                          seed=args.seed)
+                          state_view=args.state_view, seed=args.seed)
     model.half().float()  # the frozen encoder exactly as it is published (float16), for training and evaluation
     cache_dir = args.cache_dir or args.run_dir / "cache"
     generator = proposal_generator(args.proposal_model, args.box_score_thresh, args.detections_per_img, cache_dir)
     candidates = ProposalCandidates(generator)
-    states = FeatureStates(model.encoder)
+    states = FeatureStates(model.encoder, view=args.state_view)
 
     training_candidates = WholeFrameCandidates(candidates) if args.training_candidates == "frame" else candidates
 

@@ -503,7 +503,7 @@ def evaluate(args, *, candidates=None, states=None, model=None) -> dict:
                            "search region (the whole frame for re-detection and the appearance update)")
     else:
         candidates_used = f"injected candidate source {type(candidates).__name__} (not the model's segmenter)"
-    states = states or FeatureStates(model.encoder)
+    states = states or FeatureStates(model.encoder, view=getattr(model, "state_view", "frame"))
 
     def make_tracker(row) -> Tracker:
         return Tracker(FTMUConfig(**{**model.tracker_config(), **row.overrides}), candidates, states)

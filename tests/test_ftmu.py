@@ -216,3 +216,29 @@ def test_whole_frame_candidates_keep_those_overlapping_the_region_with_stable_id
     np.testing.assert_array_equal(inside.masks, masks[[0, 2]])
     assert source("v", 4, frame, None).ids == ("v:4:whole:0", "v:4:whole:1", "v:4:whole:2")
     assert calls == [None]  # one whole-frame call per frame, whatever the regions asked for
+
+
+def test_state_views_whole_frame_or_cropped_around_each_box():
+    from zoo.ftmu.networks import FeatureStates, box_view
+
+    seen = []
+
+    class RecordingEncoder:
+        out_features = 3
+
+        def __call__(self, images, size):
+            seen.extend(image.shape for image in images)
+            return torch.zeros(len(images), 3)
+
+    frame = np.zeros((40, 80, 3), np.uint8)
+    template = Template(np.array([10.0, 10, 20, 30]), None, frame, 0, "t")
+    prediction = np.zeros((40, 80), bool)
+    prediction[5:9, 60:64] = True
+    FeatureStates(RecordingEncoder(), view="frame").state(template, frame, prediction, "p")
+    assert seen == [(40, 80, 3), (40, 80, 3)]  # Eq. 4-5: whole frames
+    seen.clear()
+    FeatureStates(RecordingEncoder(), view="box").state(template, frame, prediction, "p")
+    assert seen == [(40, 20, 3), (8, 8, 3)]  # T_box 10 x 20 and P_box 4 x 4, each + half a box per side (clipped)
+    assert box_view(frame, np.array([0.0, 0, 80, 40])).shape == (40, 80, 3)
+    with pytest.raises(ValueError, match="view must be one of"):
+        FeatureStates(RecordingEncoder(), view="crop")

@@ -98,9 +98,11 @@ class FTMUSegmenter(ZooModel):
         detections_per_img: int = 10,
         backbone_weights: str = "random",
         pretrained_backbone: bool = False,
+        state_view: str = "frame",
         seed: int = 0,
     ):
         super().__init__()
+        self.state_view = state_view
         self.encoder = ImageEncoder(backbone, pretrained=pretrained_backbone, seed=seed)
         self.backbone_weights = self.encoder.weights_source if pretrained_backbone else backbone_weights
         self.actor = Actor(2 * self.encoder.out_features, tuple(hidden))
@@ -134,7 +136,7 @@ class FTMUSegmenter(ZooModel):
                 )
             candidates = ProposalCandidates(self._generator)
         config = FTMUConfig(**{**self.tracker_config(), **overrides})
-        return Tracker(config, candidates, FeatureStates(self.encoder))
+        return Tracker(config, candidates, FeatureStates(self.encoder, view=self.state_view))
 
     @torch.inference_mode()
     def segment(self, frames: Sequence[np.ndarray | str | Path], boxes: dict[int, Sequence[float]],

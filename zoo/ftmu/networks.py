@@ -91,12 +91,30 @@ class ImageEncoder(nn.Module):
         return self.body((tensor - self.mean) / self.std).float().cpu()
 
 
+STATE_VIEWS = ("frame", "box")
+
+
+def box_view(image: np.ndarray, box: np.ndarray, context: float = 0.5) -> np.ndarray:
+    """The part of ``image`` inside ``box`` grown by ``context`` of its size on each side (clipped to the image)."""
+    height, width = image.shape[:2]
+    w, h = box[2] - box[0], box[3] - box[1]
+    x0, y0 = int(max(0, np.floor(box[0] - context * w))), int(max(0, np.floor(box[1] - context * h)))
+    x1, y1 = int(min(width, np.ceil(box[2] + context * w))), int(min(height, np.ceil(box[3] + context * h)))
+    return image[y0 : max(y1, y0 + 2), x0 : max(x1, x0 + 2)]
+
+
 class FeatureStates:
     """The `zoo.ftmu.env.StateEncoder` on an `ImageEncoder`: s_t = feature(S_T) ⊕ feature(S_P), each feature cached
-    under the key the tracker gives its template / prediction (the encoder is frozen, so a key fixes the feature)."""
+    under the key the tracker gives its template / prediction (the encoder is frozen, so a key fixes the feature).
 
-    def __init__(self, encoder: ImageEncoder, max_cached: int = 200_000):
-        self.encoder = encoder
+    ``view="frame"`` (the paper, Eq. 4-6): the whole blacked-out frames. ``view="box"`` (not the paper's; close to the
+    authors' code, which feeds ROI crops): each blacked-out image cropped around its own box (T_box for S_T, P_box
+    for S_P) with half a box of context, so the object fills the encoder's input."""
+
+    def __init__(self, encoder: ImageEncoder, max_cached: int = 200_000, view: str = "frame"):
+        if view not in STATE_VIEWS:
+            raise ValueError(f"view must be one of {STATE_VIEWS}, got {view!r}")
+        self.encoder, self.view = encoder, view
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.max_cached = max_cached
         self.encoded = 0  # images run through the backbone (cache misses)
@@ -123,6 +141,12 @@ class FeatureStates:
         def image(which: int):
             if not images:
                 images["t"], images["p"] = state_images(template, frame, prediction)
+                if self.view == "box":
+                    from zoo.ftmu.env import mask_box
+
+                    predicted_box = mask_box(prediction)
+                    images["t"] = box_view(images["t"], template.box)
+                    images["p"] = box_view(images["p"], predicted_box if predicted_box is not None else template.box)
             return images["t" if which == 0 else "p"]
 
         return torch.cat([
