@@ -152,20 +152,19 @@ def frame_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
-def boxes_from_mask(labels: np.ndarray, object_ids: Iterable[int]) -> dict[int, np.ndarray]:
-    """Tight box of each object present in `labels`, as float64 (x0, y0, x1, y1) in pixel-edge coordinates.
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
+    """Tight float64 (x0, y0, x1, y1) box of a boolean mask in pixel-edge coordinates: x1 / y1 are one past the last
+    column / row (so x1 - x0 is the width, as `cv2.boundingRect` gives); None for an empty mask."""
+    rows, columns = np.nonzero(mask)
+    if not rows.size:
+        return None
+    return np.array([columns.min(), rows.min(), columns.max() + 1, rows.max() + 1], dtype=np.float64)
 
-    x1 / y1 are one past the last column / row of the object (so x1 - x0 is the width, as `cv2.boundingRect` gives).
-    Objects with no pixel are left out.
-    """
-    boxes = {}
-    for object_id in object_ids:
-        rows, columns = np.nonzero(labels == object_id)
-        if rows.size:
-            boxes[int(object_id)] = np.array(
-                [columns.min(), rows.min(), columns.max() + 1, rows.max() + 1], dtype=np.float64
-            )
-    return boxes
+
+def boxes_from_mask(labels: np.ndarray, object_ids: Iterable[int]) -> dict[int, np.ndarray]:
+    """`mask_box` of each object present in `labels`; objects with no pixel are left out."""
+    boxes = {int(object_id): mask_box(labels == object_id) for object_id in object_ids}
+    return {object_id: box for object_id, box in boxes.items() if box is not None}
 
 
 AnnotationDecoder = Callable[[tuple[Path, ...]], np.ndarray]

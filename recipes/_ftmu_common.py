@@ -82,16 +82,11 @@ def score_rows(results_dir: Path, rows: list[Row], sequences, make_tracker, acto
             episodes[sequence.name] = episode
             for index, label in enumerate(labels):
                 write_label_png(results_dir / row.slug / sequence.name / f"{sequence.frame_names[index]}.png", label)
-            truth = np.stack([sequence.require_mask(index) for index in range(len(sequence))])
-            result = evaluate_semi_supervised(truth, labels, sequence.name)
-            rows_of = result.statistics()
-            names += list(result.object_names)
+            object_names, rows_of, scores = sequence_scores(sequence, labels)
+            names += object_names
             statistics.append(rows_of)
             per_sequence[sequence.name] = {
-                "J&F-Mean": float(np.mean((rows_of[:, 0] + rows_of[:, 3]) / 2)),
-                "J-Mean": float(rows_of[:, 0].mean()),
-                "F-Mean": float(rows_of[:, 3].mean()),
-                "objects": len(result.object_names),
+                **scores,
                 "frames": len(sequence),
                 "replace_rate": _replace_rate(episode),
                 "redetections": sum(len(log.redetected) for log in episode.logs),
@@ -113,6 +108,20 @@ def score_rows(results_dir: Path, rows: list[Row], sequences, make_tracker, acto
             "episodes": episodes,
         }
     return measured
+
+
+def sequence_scores(sequence, labels: np.ndarray) -> tuple[list[str], np.ndarray, dict]:
+    """Official semi-supervised scores of the first len(labels) frames of ``sequence``: object names, the per-object
+    statistics rows (for `summarize`) and the sequence's J&F / J / F means and object count."""
+    truth = np.stack([sequence.require_mask(index) for index in range(len(labels))])
+    result = evaluate_semi_supervised(truth, labels, sequence.name)
+    rows = result.statistics()
+    return list(result.object_names), rows, {
+        "J&F-Mean": float(np.mean((rows[:, 0] + rows[:, 3]) / 2)),
+        "J-Mean": float(rows[:, 0].mean()),
+        "F-Mean": float(rows[:, 3].mean()),
+        "objects": len(result.object_names),
+    }
 
 
 def _replace_rate(episode: Episode) -> float | None:

@@ -345,7 +345,8 @@ def run_segmentation_row(row, sequences, make_tracker, policy, args, out_dir: Pa
 def run_davis_row(row, sequences, make_tracker, policy, args, out_dir: Path | None, bar) -> dict:
     """DAVIS: the official semi-supervised J&F of the processed frames."""
     from datamodules.vos_io import write_label_png
-    from zoo.metrics.davis import evaluate_semi_supervised, summarize
+    from recipes._ftmu_common import sequence_scores
+    from zoo.metrics.davis import summarize
 
     per_sequence, names, statistics = {}, [], []
     for sequence in sequences:
@@ -359,16 +360,11 @@ def run_davis_row(row, sequences, make_tracker, policy, args, out_dir: Path | No
 
         stats = track(make_tracker(row), policy, sequence.name, count, sequence.frame,
                       sequence.first_frame_boxes(), keep)
-        truth = np.stack([sequence.require_mask(index) for index in range(count)])
-        result = evaluate_semi_supervised(truth, np.stack(labels_of), sequence.name)
-        rows_of = result.statistics()
-        names += list(result.object_names)
+        object_names, rows_of, scores = sequence_scores(sequence, np.stack(labels_of))
+        names += object_names
         statistics.append(rows_of)
         per_sequence[sequence.name] = {
-            "J&F-Mean": float(np.mean((rows_of[:, 0] + rows_of[:, 3]) / 2)),
-            "J-Mean": float(rows_of[:, 0].mean()), "F-Mean": float(rows_of[:, 3].mean()),
-            "objects": len(result.object_names), "frames": len(sequence), "processed": count,
-            "scored_frames": count - 2, **stats.as_dict(),
+            **scores, "frames": len(sequence), "processed": count, "scored_frames": count - 2, **stats.as_dict(),
         }
         bar.update(1)
     summary = summarize(names, np.concatenate(statistics))

@@ -79,11 +79,13 @@ DEFAULT_LR = {"warmup": 1e-4, "rl": 1e-5}
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1), x1 / y1 exclusive, of a mask's pixels; the whole frame for an empty mask."""
-    rows, columns = np.nonzero(mask)
-    if not rows.size:
+    """`datamodules.vos_io.mask_box` as ints; the whole frame for an empty mask."""
+    from datamodules.vos_io import mask_box as tight_box
+
+    box = tight_box(mask)
+    if box is None:
         return 0, 0, mask.shape[1], mask.shape[0]
-    return int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1
+    return tuple(int(value) for value in box)
 
 
 @dataclass

@@ -33,12 +33,17 @@ Choices the paper leaves open, made here (and said in the model card):
 
 from __future__ import annotations
 
+import itertools
 import math
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
+
+from datamodules.vos_io import mask_box
+from zoo.metrics.davis import jaccard
 
 REPLACE, KEEP = 0, 1  # a0, a1 (the authors' code uses the same indices)
 
@@ -83,19 +88,9 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def mask_iou(mask: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """IoU of one (H, W) bool mask with (N, H, W) masks; an empty union gives 1 (DAVIS's J)."""
+    """DAVIS's J of one (H, W) bool mask against each of (N, H, W) masks (an empty union gives 1)."""
     masks = masks.reshape(-1, *mask.shape)
-    inter = (masks & mask).sum(axis=(1, 2))
-    union = (masks | mask).sum(axis=(1, 2))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray | None:
-    """Tight (x0, y0, x1, y1) box of a bool mask, x1 / y1 one past the last pixel; None for an empty mask."""
-    rows, columns = np.nonzero(mask)
-    if rows.size == 0:
-        return None
-    return np.array([columns.min(), rows.min(), columns.max() + 1, rows.max() + 1], dtype=np.float64)
+    return np.atleast_1d(jaccard(masks, np.broadcast_to(mask, masks.shape)))
 
 
 def expand_box(box: np.ndarray, ratio: float, height: int, width: int, grid: int = 1) -> np.ndarray:
@@ -148,6 +143,9 @@ def search_region(
 # -- template, candidates, matching ----------------------------------------------------------------------------------
 
 
+_ANONYMOUS_POOLS = itertools.count()
+
+
 @dataclass
 class Candidates:
     """The segmenter's candidates in frame coordinates."""
@@ -158,8 +156,9 @@ class Candidates:
     ids: tuple[str, ...] = ()  # one stable name per candidate (video, frame, segmenter call, index): feature cache keys
 
     def __post_init__(self):
-        if not self.ids:
-            self.ids = tuple(f"anonymous{id(self)}:{index}" for index in range(len(self.scores)))
+        if not self.ids:  # unique per instance: id(self) could be reused and hit another pool's cached features
+            pool = next(_ANONYMOUS_POOLS)
+            self.ids = tuple(f"anonymous{pool}:{index}" for index in range(len(self.scores)))
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -332,8 +331,6 @@ class Tracker:
         ground_truth: np.ndarray | None = None,
     ) -> np.ndarray:
         """Process frame ``frame_index``; returns its label map and appends the decisions to ``episode``."""
-        import time
-
         config, (height, width) = self.config, episode.shape
         seconds = {"segmentation": 0.0, "matching": 0.0, "agent": 0.0, "redetection": 0.0}
         targets = episode.targets
@@ -409,8 +406,6 @@ class Tracker:
         return pool.masks[best], pool.boxes[best], float(1.0 / (1.0 + distances[best])), pool.ids[best]
 
     def _decide(self, episode, frame_index, frame, predictions, policy, ground_truth, actions, redetection, seconds):
-        import time
-
         asked = [t for t, p in predictions.items() if p is not None]
         for target, prediction in predictions.items():
             if prediction is None:
