@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datamodules.vos_io import boxes_from_mask
 from zoo.ftmu.env import KEEP, REPLACE, Episode, Tracker, reward
 from zoo.ftmu.networks import Actor, Critic
 from zoo.rl.actor_critic import actor_critic_losses
@@ -68,8 +69,6 @@ class ClipEnvironment:
     def rollout(self, sequence: int, start: int, policy) -> Episode:
         video = self.sequences[sequence]
         frame, labels = self.frame(sequence, start)
-        from datamodules.vos_io import boxes_from_mask
-
         boxes = boxes_from_mask(labels, video.object_ids)
         episode = self.tracker.start(video.name, start, frame, boxes)
         for index in range(start + 1, start + self.clip_length + 1):
