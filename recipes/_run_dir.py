@@ -274,3 +274,20 @@ def _differences(old: dict, new: dict, prefix: str = "") -> str:
         elif before != after:
             changes.append(f"{prefix}{key}: {before!r} -> {after!r}")
     return ", ".join(changes[:5]) + (" ..." if len(changes) > 5 else "")
+
+
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """A shuffle that depends only on (seed, epoch), so that a resumed run visits clips in the same order."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())

@@ -36,7 +36,7 @@ from datamodules.davis import DAVIS
 from datamodules.synthetic_vos import synthetic_root
 from recipes._ftmu_common import ROWS, plot_actions, score_rows, table_markdown
 from recipes._progress import TrainingProgress, expected_warnings, progress, quiet_lightning
-from recipes._run_dir import RunDirectory, is_launcher
+from recipes._run_dir import EpochSeededSampler, RunDirectory, is_launcher
 from zoo.evaluation.davis import write_official_csvs
 from zoo.ftmu.env import FTMUConfig, Tracker
 from zoo.ftmu.model import FTMUSegmenter, ProposalCandidates, WholeFrameCandidates, proposal_generator
@@ -138,23 +138,6 @@ def load_data(args) -> tuple[list, list, str, str]:
     if overlap:
         raise ValueError(f"sequences {sorted(overlap)} are in both the training and the evaluation split")
     return train, evaluation, described, trained_on
-
-
-class EpochSeededSampler(torch.utils.data.Sampler):
-    """A shuffle that depends only on (seed, epoch), so that a resumed run visits clips in the same order."""
-
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 def train_agent(mode: str, updates: int, args, environment: ClipEnvironment, state_dim: int,

@@ -33,6 +33,7 @@ MODEL_TYPES: dict[str, str] = {
     "drlt": "zoo.drlt.model:DRLTTracker",
     "acis": "zoo.acis.model:ACISSegmenter",
     "ftmu": "zoo.ftmu.model:FTMUSegmenter",
+    "alba": "zoo.alba.model:ALBASegmenter",
     "segmenter": "zoo.vision.segmenter:InstanceSegmenter",
 }
 

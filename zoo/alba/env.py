@@ -175,6 +175,34 @@ def end_frame(state: GroupingState) -> np.ndarray:
     return labels
 
 
+# -- scripted assignment rules (the baselines of Table 1) --------------------------------------------------------------
+
+
+def rank_assignment(state: GroupingState, rank: int) -> int:
+    """"A new object identity to each proposed mask" (Sec. 4.1): the frame's `rank`-th accepted proposal (0-based)
+    gets id rank + 1 in every frame, so ids persist only through the detector's confidence ranking; beyond the K-th
+    the proposal is rejected."""
+    if rank >= state.max_objects:
+        return REJECT
+    return rank if state.in_use[rank] else state.new
+
+
+def overlap_assignment(state: GroupingState, proposal_mask, threshold: float = SELECT_IOU) -> int:
+    """The object whose previous-frame mask M^k_t-1 overlaps the proposal most (IoU > `threshold`), else a new object
+    (the most-overlapping slot when none is free). A weight-free stand-in for the paper's pairwise network A."""
+    mask = _as_mask(proposal_mask, state)
+    in_use = np.flatnonzero(state.in_use)
+    if len(in_use):
+        previous = state.previous[in_use]
+        intersection = (previous & mask).sum(axis=(1, 2))
+        union = (previous | mask).sum(axis=(1, 2))
+        ious = intersection / np.maximum(union, 1)
+        best = int(np.argmax(ious))
+        if ious[best] > threshold or state.free_slot() is None:
+            return int(in_use[best])
+    return state.new
+
+
 # -- the greedy oracle (Sec. 3.2) ------------------------------------------------------------------------------------
 
 
@@ -325,3 +353,27 @@ def decision_returns(scores, decision_frames, gamma: float = GAMMA, normalise: b
         raise ValueError(f"decision frames must lie in 0..{len(returns) - 1}")
     credits = returns[frames]
     return normalise_returns(credits, eps) if normalise else credits
+
+
+def group_credits(scores, decision_frames, gamma: float = GAMMA, eps: float = 1e-8) -> list[torch.Tensor]:
+    """Credits of R >= 2 rollouts of the same video (not the paper's; `ALBAModule(credit="group")`): a decision
+    taken in frame t of rollout r gets (G^r_t - mean_r' G^r'_t) / (population std_r' G^r'_t + eps), the other
+    rollouts' returns from the same frame as its baseline. Unlike the per-episode normalisation, a frame's credits
+    sum to zero over the rollouts whatever the frame index, so early frames are not favoured and a decision is
+    credited only by how its rollout did against the others on the same video.
+
+    scores: R sequences of per-frame rewards (each (T,)); decision_frames: R sequences of frame indices.
+    Returns R (D_r,) float64 tensors.
+    """
+    if len(scores) < 2 or len(scores) != len(decision_frames):
+        raise ValueError(f"need the rewards and decision frames of at least 2 rollouts, got {len(scores)} and "
+                         f"{len(decision_frames)}")
+    returns = torch.stack([frame_returns(s, gamma) for s in scores])
+    advantage = (returns - returns.mean(0)) / (returns.std(0, correction=0) + eps)
+    out = []
+    for row, frames in zip(advantage, decision_frames):
+        frames = torch.as_tensor(np.asarray(frames, dtype=np.int64).reshape(-1))
+        if frames.numel() and (frames.min() < 0 or frames.max() >= len(row)):
+            raise ValueError(f"decision frames must lie in 0..{len(row) - 1}")
+        out.append(row[frames])
+    return out

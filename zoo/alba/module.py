@@ -62,7 +62,8 @@ import torch
 import torch.nn.functional as F
 
 from zoo.alba.env import (
-    GAMMA, IGNORE, REJECT, GroupingState, decision_returns, end_frame, frame_scores, greedy_oracle, step,
+    GAMMA, IGNORE, REJECT, GroupingState, decision_returns, end_frame, frame_scores, greedy_oracle,
+    group_credits, overlap_assignment, rank_assignment, step,
 )
 from zoo.alba.networks import (
     ACCEPT_LOGIT, REJECT_LOGIT, ALBANetConfig, AssignmentNetwork, SelectionNetwork, assignment_inputs,
@@ -70,7 +71,10 @@ from zoo.alba.networks import (
 )
 
 MODES = ("warmup", "rl")
+SELECT_RULES = ("network", "all")
+ASSIGN_RULES = ("network", "rank", "overlap")
 RL_POLICIES = ("assignment", "selection", "both")
+CREDITS = ("episode", "group")
 SELECT_WEIGHTS = (1.0, 4.0)  # (reject, accept): the authors' `supervised/train.py`
 DEFAULT_LR = {"warmup": 1e-4, "rl": 1e-5}
 
@@ -115,6 +119,25 @@ class Frame:
     def shape(self) -> tuple[int, int]:
         return self.masks.shape[1:]
 
+    @property
+    def standardised_flow(self) -> np.ndarray:
+        """`standardise_flow(self.flow)`, computed once (warm-up epochs and RL rollouts revisit frames)."""
+        if getattr(self, "_standardised_flow", None) is None:
+            self._standardised_flow = standardise_flow(self.flow)
+        return self._standardised_flow
+
+    def selection_crops(self, config: ALBANetConfig) -> torch.Tensor:
+        """(N, C, S, S) selection inputs of every proposal, computed once per network input configuration: they
+        depend only on the frame, never on the grouping state."""
+        key = (config.size, config.context, config.rgb)
+        cached = getattr(self, "_selection_crops", None)
+        if cached is None or cached[0] != key:
+            flow = self.standardised_flow
+            crops = [selection_inputs(self.image, flow, m, b, config) for m, b in zip(self.masks, self.boxes)]
+            stacked = torch.stack(crops) if crops else torch.zeros(0, config.base_channels, config.size, config.size)
+            self._selection_crops = cached = (key, stacked)
+        return cached[1]
+
 
 @dataclass
 class Episode:
@@ -126,9 +149,11 @@ class Episode:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.frames[0].shape
+        return self.frames.shape if hasattr(self.frames, "shape") else self.frames[0].shape
 
     def ground_truth(self) -> np.ndarray:
+        if hasattr(self.frames, "ground_truth"):  # lazy frames (`zoo.alba.inputs.VideoFrames`): labels only
+            return self.frames.ground_truth()
         if any(frame.labels is None for frame in self.frames):
             raise ValueError(f"episode {self.name!r}: every frame needs its ground-truth label map for training")
         return np.stack([np.asarray(frame.labels) for frame in self.frames])
@@ -197,9 +222,10 @@ def teacher_forced(episode: Episode, config: ALBANetConfig, selection_rule: str 
     state = GroupingState.start(*episode.shape, config.max_objects)
     sel_inputs, sel_features, sel_targets, assign, assign_targets = [], [], [], [], []
     for t, frame in enumerate(episode.frames):
-        flow = standardise_flow(frame.flow)
+        flow = frame.standardised_flow
+        crops = frame.selection_crops(config)
         for i, mask in enumerate(frame.masks):
-            sel_inputs.append(selection_inputs(frame.image, flow, mask, frame.boxes[i], config))
+            sel_inputs.append(crops[i])
             sel_features.append(torch.from_numpy(frame.features[i]))
             sel_targets.append(int(oracle.select[t][i]))
             target = int(oracle.assign[t][i])
@@ -227,49 +253,9 @@ def teacher_forced(episode: Episode, config: ALBANetConfig, selection_rule: str 
 # -- the module ------------------------------------------------------------------------------------------------------
 
 
-class ALBAModule(pl.LightningModule):
-    def __init__(
-        self,
-        net: dict | None = None,
-        mode: str = "warmup",
-        rl_policies: str = "assignment",
-        lr: float | None = None,
-        select_weights: tuple[float, float] = SELECT_WEIGHTS,
-        selection_rule: str = "overlap",
-        gamma: float = GAMMA,
-        seed: int = 0,
-    ):
-        super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if rl_policies not in RL_POLICIES:
-            raise ValueError(f"rl_policies must be one of {RL_POLICIES}, got {rl_policies!r}")
-        net = dict(net.to_dict() if isinstance(net, ALBANetConfig) else (net or {}))
-        self.save_hyperparameters({"net": net, "mode": mode, "rl_policies": rl_policies,
-                                   "lr": DEFAULT_LR[mode] if lr is None else float(lr),
-                                   "select_weights": tuple(float(w) for w in select_weights),
-                                   "selection_rule": selection_rule, "gamma": float(gamma), "seed": int(seed)})
-        self.automatic_optimization = False
-        self.config = ALBANetConfig(**net)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.selection = SelectionNetwork(self.config)
-            self.assignment = AssignmentNetwork(self.config)
-        if mode == "rl":  # the policy not trained only samples (and DDP sees no unused parameter)
-            for name in self.frozen_policies:
-                getattr(self, name).requires_grad_(False)
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-        self.register_buffer("decisions", torch.zeros((), dtype=torch.long))
-
-    @property
-    def trained_policies(self) -> tuple[str, ...]:
-        if self.hparams.mode == "warmup" or self.hparams.rl_policies == "both":
-            return ("selection", "assignment")
-        return (self.hparams.rl_policies,)
-
-    @property
-    def frozen_policies(self) -> tuple[str, ...]:
-        return tuple(name for name in ("selection", "assignment") if name not in self.trained_policies)
+class GroupingPolicy:
+    """The grouping policy over an episode, shared by `ALBAModule` (training) and `zoo.alba.model.ALBASegmenter`
+    (inference): needs `config` (ALBANetConfig), `selection`, `assignment` and `device`."""
 
     # -- networks on stored inputs -------------------------------------------------------------------------------
 
@@ -286,19 +272,30 @@ class ALBAModule(pl.LightningModule):
     # -- rollouts ------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def rollout(self, episode: Episode, generator: torch.Generator | None = None, store: tuple[str, ...] = ()
-                ) -> Rollout:
+    def rollout(self, episode: Episode, generator: torch.Generator | None = None, store: tuple[str, ...] = (),
+                select: str = "network", assign: str = "network") -> Rollout:
         """Run the grouping process over an episode: sampled actions with `generator`, arg-max without. `store`
-        names the kinds of decisions whose inputs are kept (to recompute their log-probabilities)."""
+        names the kinds of decisions whose inputs are kept (to recompute their log-probabilities).
+
+        `select` / `assign` give the baselines of Table 1: select "all" accepts every proposal (vanilla); assign
+        "rank" gives each accepted proposal the id of its rank in the frame (`rank_assignment`), "overlap" the
+        object its previous-frame mask overlaps most (`overlap_assignment`). Scripted decisions are not recorded.
+        """
+        if select not in SELECT_RULES or assign not in ASSIGN_RULES:
+            raise ValueError(f"select must be one of {SELECT_RULES} and assign one of {ASSIGN_RULES}, "
+                             f"got {select!r}, {assign!r}")
         config = self.config
         state = GroupingState.start(*episode.shape, config.max_objects)
         labels, decisions = [], []
         for t, frame in enumerate(episode.frames):
-            flow = standardise_flow(frame.flow)
+            flow = frame.standardised_flow
             count = len(frame.masks)
-            if count:
-                crops = torch.stack([selection_inputs(frame.image, flow, m, b, config)
-                                     for m, b in zip(frame.masks, frame.boxes)])
+            accepted = 0
+            if count and select == "all":
+                accept = torch.ones(count, dtype=torch.bool)
+                features = torch.from_numpy(frame.features)
+            elif count:
+                crops = frame.selection_crops(config)
                 features = torch.from_numpy(frame.features)
                 logits = self.selection_logits(crops, features).float().cpu()
                 if generator is None:
@@ -307,10 +304,17 @@ class ALBAModule(pl.LightningModule):
                     accept = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1) == ACCEPT_LOGIT
             for i in range(count):
                 chosen = ACCEPT_LOGIT if accept[i] else REJECT_LOGIT
-                stored = {"inputs": crops[i], "features": features[i]} if "selection" in store else {}
-                decisions.append(Decision("selection", t, chosen, stored))
+                if select == "network":
+                    stored = {"inputs": crops[i], "features": features[i]} if "selection" in store else {}
+                    decisions.append(Decision("selection", t, chosen, stored))
                 if chosen == REJECT_LOGIT:
                     step(state, frame.masks[i], REJECT)
+                    continue
+                accepted += 1
+                if assign != "network":
+                    scripted = (rank_assignment(state, accepted - 1) if assign == "rank"
+                                else overlap_assignment(state, frame.masks[i]))
+                    step(state, frame.masks[i], scripted)
                     continue
                 compact = _compact(assignment_inputs(frame.image, flow, frame.masks[i], frame.boxes[i], state, config))
                 compact["features"] = features[i]
@@ -346,6 +350,59 @@ class ALBAModule(pl.LightningModule):
             out = out.index_put((torch.tensor(rows, device=self.device),), picked)
         return out
 
+
+
+class ALBAModule(GroupingPolicy, pl.LightningModule):
+    def __init__(
+        self,
+        net: dict | None = None,
+        mode: str = "warmup",
+        rl_policies: str = "assignment",
+        lr: float | None = None,
+        select_weights: tuple[float, float] = SELECT_WEIGHTS,
+        selection_rule: str = "overlap",
+        gamma: float = GAMMA,
+        seed: int = 0,
+        credit: str = "episode",
+        rollouts: int = 1,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if credit not in CREDITS:
+            raise ValueError(f"credit must be one of {CREDITS}, got {credit!r}")
+        if rollouts < 1 or (credit == "group" and rollouts < 2):
+            raise ValueError(f"rollouts must be >= 1, and >= 2 with credit='group' (got {rollouts})")
+        if rl_policies not in RL_POLICIES:
+            raise ValueError(f"rl_policies must be one of {RL_POLICIES}, got {rl_policies!r}")
+        net = dict(net.to_dict() if isinstance(net, ALBANetConfig) else (net or {}))
+        self.save_hyperparameters({"net": net, "mode": mode, "rl_policies": rl_policies,
+                                   "lr": DEFAULT_LR[mode] if lr is None else float(lr),
+                                   "select_weights": tuple(float(w) for w in select_weights),
+                                   "selection_rule": selection_rule, "gamma": float(gamma), "seed": int(seed),
+                                   "credit": credit, "rollouts": int(rollouts)})
+        self.automatic_optimization = False
+        self.config = ALBANetConfig(**net)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.selection = SelectionNetwork(self.config)
+            self.assignment = AssignmentNetwork(self.config)
+        if mode == "rl":  # the policy not trained only samples (and DDP sees no unused parameter)
+            for name in self.frozen_policies:
+                getattr(self, name).requires_grad_(False)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.register_buffer("decisions", torch.zeros((), dtype=torch.long))
+
+    @property
+    def trained_policies(self) -> tuple[str, ...]:
+        if self.hparams.mode == "warmup" or self.hparams.rl_policies == "both":
+            return ("selection", "assignment")
+        return (self.hparams.rl_policies,)
+
+    @property
+    def frozen_policies(self) -> tuple[str, ...]:
+        return tuple(name for name in ("selection", "assignment") if name not in self.trained_policies)
+
     # -- training ------------------------------------------------------------------------------------------------
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -369,8 +426,18 @@ class ALBAModule(pl.LightningModule):
     def _zero_loss(self) -> torch.Tensor:
         return 0.0 * sum(p.sum() for p in self.parameters() if p.requires_grad)
 
+    def _teacher_forced(self, episode: Episode) -> dict:
+        """`teacher_forced` once per episode object and input configuration: the oracle's targets and the crops do
+        not change between epochs (no augmentation), so later epochs only run the networks."""
+        key = (tuple(sorted(self.config.to_dict().items())), self.hparams.selection_rule)
+        cached = getattr(episode, "_teacher_forced", None)
+        if cached is None or cached[0] != key:
+            cached = (key, teacher_forced(episode, self.config, self.hparams.selection_rule))
+            episode._teacher_forced = cached
+        return cached[1]
+
     def warmup_loss(self, episodes: list[Episode]) -> tuple[torch.Tensor, dict, int]:
-        data = [teacher_forced(e, self.config, self.hparams.selection_rule) for e in episodes]
+        data = [self._teacher_forced(e) for e in episodes]
         inputs = torch.cat([d["selection"]["inputs"] for d in data])
         features = torch.cat([d["selection"]["features"] for d in data])
         targets = torch.cat([d["selection"]["targets"] for d in data]).to(self.device)
@@ -393,19 +460,24 @@ class ALBAModule(pl.LightningModule):
         return loss, logged, len(targets) + len(compact)
 
     def rl_loss(self, episodes: list[Episode], generator: torch.Generator) -> tuple[torch.Tensor, dict, int]:
-        trained = self.trained_policies
+        trained, rollouts = self.trained_policies, int(self.hparams.rollouts)
         losses, scores, taken = [], [], 0
         for episode in episodes:
-            rollout = self.rollout(episode, generator, store=trained)
-            taken += len(rollout.decisions)
-            frame_reward = frame_scores(rollout.labels, episode.ground_truth())
-            scores.append(float(np.mean(frame_reward)))
-            decisions = [d for d in rollout.decisions if d.kind in trained]
-            if not decisions:
-                continue
-            credits = decision_returns(frame_reward, [d.frame for d in decisions], self.hparams.gamma)
-            losses.append(reinforce_loss(self.log_probs(decisions), credits.to(self.device)))
-        loss = torch.stack(losses).sum() / len(episodes) if losses else self._zero_loss()
+            truth = episode.ground_truth()
+            runs = [self.rollout(episode, generator, store=trained) for _ in range(rollouts)]
+            rewards = [frame_scores(run.labels, truth) for run in runs]
+            taken += sum(len(run.decisions) for run in runs)
+            scores += [float(np.mean(r)) for r in rewards]
+            decisions = [[d for d in run.decisions if d.kind in trained] for run in runs]
+            frames = [[d.frame for d in chosen] for chosen in decisions]
+            if self.hparams.credit == "group":
+                credits = group_credits(rewards, frames, self.hparams.gamma)
+            else:
+                credits = [decision_returns(r, f, self.hparams.gamma) for r, f in zip(rewards, frames)]
+            for chosen, credit in zip(decisions, credits):
+                if chosen:
+                    losses.append(reinforce_loss(self.log_probs(chosen), credit.to(self.device)))
+        loss = torch.stack(losses).sum() / (len(episodes) * rollouts) if losses else self._zero_loss()
         if losses:
             loss = loss + self._zero_loss()  # every trained parameter in the graph, whichever decisions occurred
         return loss, {"train/reward": torch.tensor(float(np.mean(scores)))}, taken
