@@ -13,7 +13,8 @@ from torch import nn
 
 from zoo.alba.env import (
     IGNORE, K_MAX, NEW, REJECT, GroupingState, confidence_order, decision_returns, end_frame, frame_returns,
-    frame_scores, greedy_oracle, normalise_returns, step, video_return,
+    frame_scores, greedy_oracle, group_credits, normalise_returns, overlap_assignment, rank_assignment, step,
+    video_return,
 )
 from zoo.alba.networks import (
     ALBANetConfig, AssignmentNetwork, PUVEncoder, SelectionNetwork, assignment_inputs, context_box, crop_inputs,
@@ -182,6 +183,41 @@ def test_discounted_normalised_returns_on_a_hand_computed_episode():
     torch.testing.assert_close(normalise_returns(torch.tensor([2.0, 2.0])), torch.zeros(2))
     with pytest.raises(ValueError):
         decision_returns(scores, [3])
+
+
+def test_group_credits_compare_each_frame_return_with_the_other_rollouts_of_the_same_video():
+    """Two rollouts, gamma 0.5: G = [1.25, 0.5] and [0.5, 1.0]; per frame the mean is [0.875, 0.75] and the
+    population std [0.375, 0.25], so the advantages are [+1, -1] and [-1, +1]."""
+    scores = [[1.0, 0.5], [0.0, 1.0]]
+    credits = group_credits(scores, [[0, 1, 1], [1]], gamma=0.5)
+    torch.testing.assert_close(credits[0], torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
+    torch.testing.assert_close(credits[1], torch.tensor([1.0], dtype=torch.float64))
+    # equal rollouts teach nothing, whatever the frame (no bias towards early frames as per-episode normalisation has)
+    same = group_credits([[1.0, 0.2], [1.0, 0.2]], [[0, 1], [0, 1]])
+    assert all(torch.equal(c, torch.zeros(2, dtype=torch.float64)) for c in same)
+    with pytest.raises(ValueError, match="at least 2"):
+        group_credits([[1.0]], [[0]])
+    with pytest.raises(ValueError, match="decision frames"):
+        group_credits(scores, [[2], [0]])
+
+
+def test_scripted_assignments_of_the_table_1_baselines():
+    state = GroupingState.start(8, 8, max_objects=2)
+    left, right = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    left[:, :3], right[:, 5:] = True, True
+    assert rank_assignment(state, 0) == state.new  # no slot yet: the first accepted proposal opens slot 0
+    step(state, left, rank_assignment(state, 0))
+    assert rank_assignment(state, 0) == 0 and rank_assignment(state, 1) == state.new
+    assert rank_assignment(state, 2) == REJECT  # beyond K
+    step(state, right, state.new)
+    end_frame(state)
+    moved = np.roll(right, -1, axis=1)
+    assert overlap_assignment(state, moved) == 1  # the object whose previous mask it overlaps
+    assert overlap_assignment(state, moved, threshold=0.9) == 1  # no free slot: the best overlap anyway
+    wide = GroupingState.start(8, 8, max_objects=3)
+    step(wide, left, wide.new)
+    end_frame(wide)
+    assert overlap_assignment(wide, right) == wide.new  # no overlap and a free slot: a new object
 
 
 # -- networks --------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.alba.env import IGNORE, K_MAX, greedy_oracle
+from zoo.alba.env import IGNORE, K_MAX, frame_scores, greedy_oracle
 from zoo.alba.module import ALBAModule, Decision, Episode, Frame, reinforce_loss, teacher_forced
 from zoo.alba.networks import ACCEPT_LOGIT
 
@@ -208,3 +208,35 @@ def test_greedy_act_keeps_identities_across_frames_and_at_most_twenty_ids():
     many = Episode([Frame(masks, np.stack([np.eye(8)[0] * 30] * 25), flow, image)])  # 30: never a slot -> "new"
     ids = np.unique(module.act(many))
     assert ids.max() <= K_MAX and len(ids[ids > 0]) == K_MAX
+
+
+def test_group_credit_passes_each_rollouts_rewards_and_decision_frames(monkeypatch):
+    """rl_loss with credit="group": R rollouts of each episode, credited by `group_credits` with every rollout's own
+    per-frame rewards and the frames its trained decisions were taken in; the loss averages over episodes x rollouts."""
+    import zoo.alba.module as module_code
+    from zoo.alba.env import group_credits
+
+    seen = []
+
+    def spy(scores, frames, gamma):
+        seen.append((scores, frames))
+        return group_credits(scores, frames, gamma)
+
+    monkeypatch.setattr(module_code, "group_credits", spy)
+    module = ALBAModule(net=TINY, mode="rl", rl_policies="both", credit="group", rollouts=3, seed=0)
+    episode = two_object_episode(frames=3)
+    recorded = []
+
+    def recording(self, *args, **kwargs):
+        recorded.append(module_code.GroupingPolicy.rollout(self, *args, **kwargs))
+        return recorded[-1]
+
+    monkeypatch.setattr(ALBAModule, "rollout", recording)
+    module.rl_loss([episode], torch.Generator().manual_seed(0))
+    (scores, frames), = seen
+    assert len(scores) == len(frames) == len(recorded) == 3
+    for run, rewards, decision_frames in zip(recorded, scores, frames):
+        np.testing.assert_allclose(rewards, frame_scores(run.labels, episode.ground_truth()))
+        assert decision_frames == [d.frame for d in run.decisions]
+    with pytest.raises(ValueError, match="rollouts"):
+        ALBAModule(net=TINY, mode="rl", credit="group", rollouts=1)

@@ -34,6 +34,15 @@ the paper's discounted return does; a one-frame episode normalises to zero credi
 episodes should span several frames. The reward needs the ground truth's first frame to hold an object
 (`frame_scores` raises otherwise): the data side must skip such clips.
 
+Credit (`credit`, `rollouts`):
+- "episode" (default, the paper and the authors' code): the frame returns normalised over the episode's decisions, as
+  above, one rollout per episode;
+- "group" (this port's, not the paper's): each episode is rolled out `rollouts` >= 2 times and a decision of frame t
+  is credited with its rollout's G_t against the mean and std of the other rollouts' G_t (`group_credits`). Measured
+  in `tests/test_alba_learning.py`'s setting: with "episode" the policy saturates towards its warm-up actions
+  without improving (earlier frames always get positive credit, whatever was done there); with "group" it learns
+  to reject the proposal the greedy oracle wrongly accepts within about ten updates.
+
 Which decisions are trained (`rl_policies`):
 - "assignment" (default, the paper: "then train the assignment network with reinforcement learning"); the
   selection network is frozen (requires_grad False) and only samples;
@@ -481,6 +490,11 @@ class ALBAModule(GroupingPolicy, pl.LightningModule):
         if losses:
             loss = loss + self._zero_loss()  # every trained parameter in the graph, whichever decisions occurred
         return loss, {"train/reward": torch.tensor(float(np.mean(scores)))}, taken
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """Episodes stay as they are: the networks' inputs are moved when they are built, and Lightning's default
+        would rebuild every dataclass of the batch (copying its frames and dropping the per-episode caches)."""
+        return batch
 
     def training_step(self, batch: list[Episode], batch_idx: int):
         if self.hparams.mode == "warmup":

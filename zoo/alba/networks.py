@@ -251,6 +251,13 @@ def context_box(box, context: float, height: int, width: int, min_size: int = 8)
     return x0, y0, x1, y1
 
 
+def nearest_exact_indices(length: int, size: int) -> np.ndarray:
+    """Source index of each of `size` outputs under nearest-exact resampling of `length` inputs."""
+    scale = np.float32(length) / np.float32(size)  # in float32 as torch computes it, so the indices agree exactly
+    return np.minimum(np.floor((np.arange(size, dtype=np.float32) + np.float32(0.5)) * scale).astype(np.int64),
+                      length - 1)
+
+
 def crop_inputs(image: np.ndarray | None, flow: np.ndarray, masks: np.ndarray, box, size: int = SIZE,
                 context: float = CONTEXT) -> torch.Tensor:
     """The encoder input of one crop: (C, size, size) float32 = [RGB (3, unless `image` is None),] u, v, masks.
@@ -263,10 +270,9 @@ def crop_inputs(image: np.ndarray | None, flow: np.ndarray, masks: np.ndarray, b
     height, width = flow.shape[:2]
     if flow.shape != (height, width, 2):
         raise ValueError(f"flow must be (H, W, 2), got {flow.shape}")
-    masks = np.asarray(masks, dtype=bool)
-    masks = masks[None] if masks.ndim == 2 else masks
-    if masks.shape[1:] != (height, width):
-        raise ValueError(f"masks of shape {masks.shape[1:]} for a flow of {(height, width)}")
+    masks = [np.asarray(masks, dtype=bool)] if np.ndim(masks) == 2 else [np.asarray(m, dtype=bool) for m in masks]
+    if any(m.shape != (height, width) for m in masks):
+        raise ValueError(f"masks of shape {masks[0].shape} for a flow of {(height, width)}")
     x0, y0, x1, y1 = context_box(box, context, height, width)
     dense = [torch.from_numpy(np.ascontiguousarray(flow[y0:y1, x0:x1])).permute(2, 0, 1)]
     if image is not None:
@@ -279,8 +285,11 @@ def crop_inputs(image: np.ndarray | None, flow: np.ndarray, masks: np.ndarray, b
         dense.insert(0, (rgb - mean) / std)
     dense = F.interpolate(torch.cat(dense)[None], size=(size, size), mode="bilinear", align_corners=False,
                           antialias=True)[0]
-    crops = torch.from_numpy(np.ascontiguousarray(masks[:, y0:y1, x0:x1])).float()
-    crops = F.interpolate(crops[None], size=(size, size), mode="nearest-exact")[0]
+    # Nearest-exact resampling by indexing the boolean crops (what F.interpolate(mode="nearest-exact") computes),
+    # before any float conversion: the assignment input holds up to 41 masks per decision.
+    rows = nearest_exact_indices(y1 - y0, size) + y0
+    columns = nearest_exact_indices(x1 - x0, size) + x0
+    crops = torch.from_numpy(np.stack([m[rows][:, columns] for m in masks])).float()
     return torch.cat([dense, crops]).float()
 
 
@@ -296,7 +305,7 @@ def assignment_inputs(image, flow, proposal_mask, box, state, config: ALBANetCon
     if state.max_objects != config.max_objects:
         raise ValueError(f"the state has {state.max_objects} slots, the network {config.max_objects}")
     in_use = np.flatnonzero(state.in_use)
-    masks = np.concatenate([np.asarray(proposal_mask, bool)[None], state.previous[in_use], state.current[in_use]])
+    masks = [proposal_mask, *(state.previous[k] for k in in_use), *(state.current[k] for k in in_use)]
     crop = crop_inputs(image if config.rgb else None, flow, masks, box, config.size, config.context)
     base = crop[: config.base_channels]
     slots = torch.zeros(config.max_objects, 2, config.size, config.size)
