@@ -317,7 +317,7 @@ FBMS_GREY_LEVELS = (255, 128, 64, 192, 32)
 
 def write_fbms(
     root: str | Path, split: str = "Trainingset", num_sequences: int = 2, num_frames: int = 45, height: int = 96,
-    width: int = 128, seed: int = 0, label_step: int = 20,
+    width: int = 128, seed: int = 0, label_step: int = 20, prefix: str = "synthcars",
 ) -> Path:
     """An FBMS-59 split: ``<split>/<seq>/<seq>_NN.jpg`` (1-based, two digits, three from 100 frames on) and
     ``<split>/<seq>/GroundTruth/``: one grey level per object every `label_step` frames (``<seq>_NN_gt.pgm``; the
@@ -325,7 +325,7 @@ def write_fbms(
     if split not in ("Trainingset", "Testset"):
         raise ValueError(f"split must be Trainingset or Testset, got {split!r}")
     root = Path(root)
-    videos = _sequence_videos("synthcars", num_sequences, seed, num_frames=num_frames, height=height, width=width)
+    videos = _sequence_videos(prefix, num_sequences, seed, num_frames=num_frames, height=height, width=width)
     digits = 3 if num_frames >= 100 else 2
     for position, (name, video) in enumerate(videos.items()):
         folder = root / split / name

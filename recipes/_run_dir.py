@@ -291,3 +291,13 @@ class EpochSeededSampler(torch.utils.data.Sampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
         return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+def hardware(accelerator: str = "cpu") -> str:
+    """What a run's figures were measured on, for results.json and the card."""
+    import os
+    import platform
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores), {torch.get_num_threads()} torch thread(s)"

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -41,7 +39,7 @@ from datamodules.davis import DAVIS
 from datamodules.synthetic_vos import synthetic_root
 from datamodules.vos_io import write_label_png
 from recipes._progress import TrainingProgress, expected_warnings, progress, quiet_lightning
-from recipes._run_dir import EpochSeededSampler, RunDirectory, is_launcher
+from recipes._run_dir import EpochSeededSampler, RunDirectory, hardware, is_launcher
 from zoo.alba.env import greedy_oracle
 from zoo.alba.inputs import EpisodeBuilder
 from zoo.alba.model import ALBASegmenter
@@ -55,6 +53,7 @@ PAPER_URL = "https://arxiv.org/abs/2005.13039"
 # seeds.md §3 marks these DAVIS 2017 val figures UNVERIFIED (quoted from memory, Table 2 of arXiv 2005.13039).
 PAPER_UNVERIFIED = {"J&F-Mean": 58.4, "J-Mean": 56.6, "F-Mean": 60.2}
 # row slug: (title, which networks, select rule, assign rule)
+BENCHMARKS = ("davis", "fbms", "youtube-vos")
 ROWS = {
     "vanilla": ("Vanilla proposals (every proposal a new id)", "warmup", "all", "rank"),
     "selection": ("+ selection network S (new id per accepted proposal)", "warmup", "network", "rank"),
@@ -69,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recipes.alba_davis", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", type=Path, default=None, help="DAVIS root (default: embedded synthetic videos)")
+    data.add_argument("--benchmark", default="davis", choices=BENCHMARKS,
+                      help="davis (unsupervised); fbms (FBMS-59: Trainingset / Testset, sparse ground truth); "
+                           "youtube-vos (zero-shot: the first-frame mask unused, the RVOS split of YouTube-VOS train "
+                           "given by --train-videos / --eval-videos)")
+    data.add_argument("--data-dir", type=Path, default=None,
+                      help="benchmark root (default: embedded synthetic videos in the benchmark's layout)")
+    data.add_argument("--train-videos", type=Path, default=None,
+                      help="youtube-vos: RVOS train-train-meta.json (or a text list of video ids)")
+    data.add_argument("--eval-videos", type=Path, default=None,
+                      help="youtube-vos: RVOS train-val-meta.json (or a text list of video ids)")
     data.add_argument("--year", type=int, default=2017, choices=(2016, 2017))
     data.add_argument("--train-split", default="train")
     data.add_argument("--eval-split", default="val")
@@ -92,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup-epochs", type=int, default=6)
     train.add_argument("--warmup-lr", type=float, default=1e-4)
     train.add_argument("--rl-updates", type=int, default=30)
-    train.add_argument("--rl-lr", type=float, default=1e-5)
+    train.add_argument("--rl-lr", type=float, default=1e-4,
+                       help="the authors' code: 1e-5, which moved no arg-max decision in 30 CPU updates here")
     train.add_argument("--rl-policies", default="assignment", choices=RL_POLICIES)
     train.add_argument("--credit", default="group", choices=CREDITS,
                        help="group: each decision against the other rollouts of its video (this port's default); "
@@ -116,27 +125,79 @@ def build_parser() -> argparse.ArgumentParser:
 # -- data ------------------------------------------------------------------------------------------------------------
 
 
+def video_list(path: Path) -> list[str]:
+    """Video ids from an RVOS meta file ({"videos": {id: ...}}) or a text file with one id per line."""
+    text = Path(path).read_text()
+    if path.suffix == ".json":
+        return sorted(json.loads(text)["videos"])
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_benchmark(args, root: Path, split: str) -> list:
+    """The sequences of one split, in the benchmark's own layout, with the unsupervised ground truth."""
+    if args.benchmark == "davis":
+        return list(DAVIS(root, args.year, split, task="unsupervised"))
+    if args.benchmark == "fbms":
+        from datamodules.fbms import FBMS
+
+        return list(FBMS(root, {"train": "Trainingset", "val": "Testset"}.get(split, split)))
+    from datamodules.youtube_vos import YouTubeVOS
+
+    lists = {"train": args.train_videos, "val": args.eval_videos}
+    if lists.get(split) is None:
+        raise ValueError("youtube-vos needs --train-videos and --eval-videos (RVOS train-train-meta.json and "
+                         "train-val-meta.json: both splits come from YouTube-VOS train)")
+    return list(YouTubeVOS(root, "train", videos=video_list(lists[split])))
+
+
+def synthetic_benchmark_root(args, num_train: int) -> tuple[Path, str, str]:
+    """A synthetic tree in the benchmark's layout and the names of its training and evaluation splits."""
+    from datamodules.synthetic_vos import synthetic_tree, write_fbms, write_youtube_vos
+
+    height, width = args.synthetic_size
+    sizes = {"num_frames": args.synthetic_frames, "height": height, "width": width, "seed": args.seed}
+    if args.benchmark == "davis":
+        return synthetic_root("davis2017", num_train=num_train, num_val=args.synthetic_val, **sizes), "train", "val"
+    if args.benchmark == "fbms":
+        def write(root, **options):
+            write_fbms(root, "Trainingset", num_sequences=max(num_train, 1), label_step=4, **options)
+            write_fbms(root, "Testset", num_sequences=args.synthetic_val, label_step=4, prefix="synthtest",
+                       **{**options, "seed": options["seed"] + 99})
+        return synthetic_tree("fbms-train-test", write, **sizes), "Trainingset", "Testset"
+
+    def write_train(root, **options):
+        write_youtube_vos(root, "train", num_videos=num_train + args.synthetic_val, **options)
+        videos = sorted(json.loads((root / "train" / "meta.json").read_text())["videos"])
+        (root / "train-train.txt").write_text("".join(f"{v}\n" for v in videos[:num_train]))
+        (root / "train-val.txt").write_text("".join(f"{v}\n" for v in videos[num_train:]))
+    root = synthetic_tree("youtube-vos-train-split", write_train, **sizes)
+    args.train_videos, args.eval_videos = root / "train-train.txt", root / "train-val.txt"
+    return root, "train", "val"
+
+
 def load_data(args) -> tuple[list, list, list, str, str]:
     """Training sequences, evaluation sequences, one-frame extras [(sequence, frame)], and two descriptions."""
     synthetic_train = args.synthetic_train if args.synthetic_train is not None else (0 if args.data_dir else 8)
     train, evaluation, trained_on, described = [], [], [], ""
+    name = {"davis": f"DAVIS {args.year}", "fbms": "FBMS-59", "youtube-vos": "YouTube-VOS (RVOS split)"}[args.benchmark]
     if args.data_dir is not None:
-        train += list(DAVIS(args.data_dir, args.year, args.train_split, task="unsupervised"))
-        evaluation = list(DAVIS(args.data_dir, args.year, args.eval_split, task="unsupervised"))
-        described = f"DAVIS {args.year} {args.eval_split} ({args.data_dir})"
-        trained_on.append(f"DAVIS {args.year} {args.train_split} ({len(train)} videos, "
+        train += read_benchmark(args, args.data_dir, args.train_split)
+        evaluation = read_benchmark(args, args.data_dir, args.eval_split)
+        described = f"{name} {args.eval_split} ({args.data_dir})"
+        trained_on.append(f"{name} {args.train_split} ({len(train)} videos, "
                           f"{sum(len(s) for s in train)} frames: {', '.join(s.name for s in train)})")
     if synthetic_train or args.data_dir is None:
         height, width = args.synthetic_size
-        root = synthetic_root("davis2017", num_train=synthetic_train, num_val=args.synthetic_val,
-                              num_frames=args.synthetic_frames, height=height, width=width, seed=args.seed)
-        synthetic = list(DAVIS(root, 2017, "train", task="unsupervised")) if synthetic_train else []
-        train += synthetic
-        trained_on.append(f"{synthetic_train} synthetic DAVIS 2017 videos ({args.synthetic_frames} frames, "
+        root, train_split, eval_split = synthetic_benchmark_root(args, synthetic_train)
+        saved = args.year
+        args.year = 2017 if args.benchmark == "davis" else args.year
+        train += read_benchmark(args, root, train_split) if synthetic_train else []
+        trained_on.append(f"{synthetic_train} synthetic {name} videos ({args.synthetic_frames} frames, "
                           f"{height}x{width})")
         if args.data_dir is None:
-            evaluation = list(DAVIS(root, 2017, "val", task="unsupervised"))
-            described = f"synthetic DAVIS 2017 val ({len(evaluation)} videos, {height}x{width})"
+            evaluation = read_benchmark(args, root, eval_split)
+            described = f"synthetic {name} {eval_split} ({len(evaluation)} videos, {height}x{width})"
+        args.year = saved
     extras = []
     if args.extra_first_frames is not None:
         held_out = {s.name for s in evaluation}
@@ -153,16 +214,18 @@ def load_data(args) -> tuple[list, list, list, str, str]:
 
 def training_clips(sequences, length: int) -> list[tuple]:
     """(sequence, frame indices) of consecutive annotated frames whose first frame holds an object (the reward's
-    matching needs one), non-overlapping, the last clip of a video ending at its last frame."""
+    matching needs one), non-overlapping, the last clip of a video ending at its last annotated frame. With sparse
+    ground truth (FBMS: about every 20th frame) a clip is consecutive *annotated* frames."""
     clips = []
     for sequence in sequences:
-        count = len(sequence)
+        annotated = sequence.annotated_frames
+        count = len(annotated)
         starts = list(range(0, max(count - length, 0) + 1, length))
         if starts and starts[-1] + length < count:
             starts.append(count - length)
         for start in starts:
-            indices = list(range(start, min(start + length, count)))
-            if all(sequence.has_mask(i) for i in indices) and sequence.require_mask(indices[0]).max() > 0:
+            indices = annotated[start:start + length]
+            if indices and sequence.require_mask(indices[0]).max() > 0:
                 clips.append((sequence, indices))
     return clips
 
@@ -218,24 +281,30 @@ def score_rows(args, rows: list[str], sequences, builder: EpisodeBuilder, polici
     measured, grouped = {slug: {"names": [], "stats": [], "per_sequence": {}, "seconds": 0.0, "frames": 0}
                          for slug in rows}, {}
     for sequence in sequences:
+        annotated = sequence.annotated_frames
         episode = builder.episode(sequence.name, sequence=sequence)
-        truth = episode.ground_truth()
+        truth = np.stack([sequence.require_mask(i) for i in annotated])
         for slug in rows:
             _, networks, select, assign = ROWS[slug]
             started = time.perf_counter()
-            if networks is None:
-                labels = greedy_oracle([frame.masks for frame in episode.frames], truth,
+            if networks is None:  # the oracle needs the ground truth: it groups the annotated frames only
+                sparse = builder.episode(sequence.name, sequence=sequence, indices=annotated)
+                labels = greedy_oracle([frame.masks for frame in sparse.frames], truth,
                                        policies["warmup"].config.max_objects).labels
-            else:
+                written = annotated
+            else:  # every frame, scored where the ground truth is (all frames on DAVIS)
                 labels = policies[networks].rollout(episode, select=select, assign=assign).labels
+                written = list(range(len(sequence)))
             elapsed = time.perf_counter() - started
-            for index, label in enumerate(labels):
-                write_label_png(args.run_dir / "results" / slug / sequence.name / f"{index:05d}.png", label)
-            names, statistics, scores = sequence_scores(sequence.name, truth, labels)
+            for index, label in zip(written, labels):
+                write_label_png(args.run_dir / "results" / slug / sequence.name / f"{sequence.frame_names[index]}.png",
+                                label)
+            scored = labels if networks is None else labels[annotated]
+            names, statistics, scores = sequence_scores(sequence.name, truth, scored)
             row = measured[slug]
             row["names"] += names
             row["stats"].append(statistics)
-            row["per_sequence"][sequence.name] = {**scores, "frames": len(labels)}
+            row["per_sequence"][sequence.name] = {**scores, "frames": len(labels), "scored_frames": len(annotated)}
             row["seconds"] += elapsed
             row["frames"] += len(labels)
             if slug == "rl":
@@ -263,7 +332,9 @@ def plot_grouping(sequence, labels: np.ndarray, path: Path, count: int = 5) -> N
     figure, axes = plt.subplots(2, len(picks), figsize=(3.0 * len(picks), 4.6), squeeze=False)
     for column, t in enumerate(picks):
         frame = sequence.frame(int(t))
-        for row, (ids, title) in enumerate(((labels[t], "ALBA (RL)"), (sequence.require_mask(int(t)), "truth"))):
+        truth = sequence.mask(int(t))
+        truth = np.zeros_like(labels[t]) if truth is None else truth  # sparse ground truth (FBMS)
+        for row, (ids, title) in enumerate(((labels[t], "ALBA (RL)"), (truth, "truth"))):
             ids = np.where(ids == 255, 0, ids)
             shown = np.where(ids[..., None] > 0, (0.45 * frame + 0.55 * palette[ids]).astype(np.uint8), frame)
             axes[row, column].imshow(shown)
@@ -277,12 +348,6 @@ def plot_grouping(sequence, labels: np.ndarray, path: Path, count: int = 5) -> N
 
 
 # -- outputs ---------------------------------------------------------------------------------------------------------
-
-
-def hardware(args) -> str:
-    if args.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores), {torch.get_num_threads()} torch thread(s)"
 
 
 def table_markdown(measured: dict) -> str:
@@ -342,8 +407,10 @@ def write_outputs(args, argv, measured: dict, described: str, trained_on: str, s
     summary = {
         "finding": finding(measured),
         "model": "alba-davis", "method": "alba", "paper": PAPER, "paper_url": PAPER_URL,
-        "benchmark": f"DAVIS {args.year if args.data_dir else '2017 (synthetic)'} unsupervised",
-        "command": "python -m recipes.alba_davis " + shlex.join(argv), "hardware": hardware(args),
+        "benchmark": {"davis": f"DAVIS {args.year if args.data_dir else '2017 (synthetic)'} unsupervised",
+                      "fbms": "FBMS-59" + ("" if args.data_dir else " (synthetic)"),
+                      "youtube-vos": "YouTube-VOS zero-shot" + ("" if args.data_dir else " (synthetic)")}[args.benchmark],
+        "command": "python -m recipes.alba_davis " + shlex.join(argv), "hardware": hardware(args.accelerator),
         "synthetic": args.data_dir is None, "trained_on": trained_on, "seconds": seconds, "counts": counts,
         "inputs": builder.describe(), "table1": table_markdown(measured), "per_sequence_table": per_sequence_table,
         "results": results,
@@ -388,8 +455,10 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         train, evaluation, extras, described, trained_on = load_data(args)
     except (FileNotFoundError, ValueError) as error:
-        parser.error(f"{error} (--data-dir takes a DAVIS root: JPEGImages/480p/, Annotations[_unsupervised]/480p/, "
-                     "ImageSets/; leave it out for the embedded synthetic videos)")
+        layout = {"davis": "a DAVIS root: JPEGImages/480p/, Annotations[_unsupervised]/480p/, ImageSets/",
+                  "fbms": "an FBMS-59 root: Trainingset/, Testset/",
+                  "youtube-vos": "a YouTube-VOS root holding train/JPEGImages, train/Annotations"}[args.benchmark]
+        parser.error(f"{error} (--data-dir takes {layout}; leave it out for the embedded synthetic videos)")
     print(f"{len(train)} training videos (+{len(extras)} first frames); evaluating on {described}")
     cache_dir = args.cache_dir or args.run_dir / "cache"
     from zoo.vision.flow import FlowEstimator

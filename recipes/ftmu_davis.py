@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -36,7 +34,7 @@ from datamodules.davis import DAVIS
 from datamodules.synthetic_vos import synthetic_root
 from recipes._ftmu_common import ROWS, plot_actions, score_rows, table_markdown
 from recipes._progress import TrainingProgress, expected_warnings, progress, quiet_lightning
-from recipes._run_dir import EpochSeededSampler, RunDirectory, is_launcher
+from recipes._run_dir import EpochSeededSampler, RunDirectory, hardware, is_launcher
 from zoo.evaluation.davis import write_official_csvs
 from zoo.ftmu.env import FTMUConfig, Tracker
 from zoo.ftmu.model import FTMUSegmenter, ProposalCandidates, WholeFrameCandidates, proposal_generator
@@ -171,12 +169,6 @@ def train_agent(mode: str, updates: int, args, environment: ClipEnvironment, sta
     return module.cpu().eval()
 
 
-def hardware(args) -> str:
-    if args.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores), {torch.get_num_threads()} torch thread(s)"
-
-
 def write_outputs(args, argv, measured: dict, described: str, trained_on: str, sequences, model: FTMUSegmenter,
                   train_seconds: dict) -> dict:
     run_dir = args.run_dir
@@ -231,7 +223,7 @@ def write_outputs(args, argv, measured: dict, described: str, trained_on: str, s
         "finding": finding(measured),
         "model": "ftmu-davis", "method": "ftmu", "paper": PAPER, "paper_url": PAPER_URL,
         "benchmark": f"DAVIS {args.year if args.data_dir else '2017 (synthetic)'} box-initialised",
-        "command": command, "hardware": hardware(args), "synthetic": synthetic,
+        "command": command, "hardware": hardware(args.accelerator), "synthetic": synthetic,
         "trained_on": trained_on, "train_seconds": train_seconds, "table2": table,
         "per_sequence_table": per_sequence_table,
         "backbone_weights": model.backbone_weights, "results": results,

@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -45,7 +44,7 @@ from datamodules.instance_frames import (
     synthetic_frames,
 )
 from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warnings, progress, quiet_lightning
-from recipes._run_dir import RunDirectory
+from recipes._run_dir import RunDirectory, hardware
 from zoo.metrics.proposals import ProposalCoverage
 from zoo.paths import REPO_ROOT, shared_dir
 from zoo.vision.segmenter import InstanceSegmenter
@@ -186,12 +185,6 @@ def rounded_to_float16(segmenter: InstanceSegmenter) -> InstanceSegmenter:
     return segmenter.half().float().eval()
 
 
-def hardware(args) -> str:
-    if torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda"):
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores), {torch.get_num_threads()} torch thread(s)"
-
-
 def plot_examples(segmenter: InstanceSegmenter, frames: list[InstanceFrame], path: Path, count: int = 6) -> None:
     """Held-out frames with each object's best proposal outlined (green) over the ground truth (red tint)."""
     import cv2
@@ -313,14 +306,14 @@ def write_run_dir(args, argv, segmenter, measured, baseline, description, train_
             f"mean best IoU): all {baseline['covered@0.5']:.3f} / {baseline['covered@0.7']:.3f} / "
             f"{baseline['mean_best_iou']:.3f} ({baseline['mean_proposals']:.0f} proposals per frame); {per_source}.")
     notes.append(f"Trained segmenter: {measured['mean_proposals']:.1f} proposals per frame on average, "
-                 f"{measured['s_per_frame']:.2f} s per frame while measuring ({hardware(args)}).")
+                 f"{measured['s_per_frame']:.2f} s per frame while measuring ({hardware(args.accelerator)}).")
     summary = {
         "model": args.name, "method": "segmenter", "benchmark": "held-out real DAVIS / COCO frames",
         "train_seconds": round(seconds, 1),
         "paper": "Class-agnostic Mask R-CNN (He et al., ICCV 2017) serving the zoo's VOS methods",
         "paper_url": "https://arxiv.org/abs/1703.06870",
         "command": "python -m recipes.segmenter_vos " + shlex.join(argv),
-        "hardware": hardware(args), "trained_on": trained_on,
+        "hardware": hardware(args.accelerator), "trained_on": trained_on,
         "results": [coverage_result(name, measured if key is None else measured["per_source"][key], detail)
                     for key, name, detail in result_groups(measured, eval_frames, args.eval_stride)],
         "paper_results": [],

@@ -40,7 +40,7 @@ def test_run_directory_holds_every_row_and_the_official_outputs(run):
                  "model/model.safetensors"):
         assert (run_dir / name).is_file(), name
     assert summary["synthetic"] is True and "synthetic" in summary["trained_on"]
-    assert summary["counts"]["detector_calls"] == summary["counts"]["training_frames"] + 4
+    assert summary["counts"]["detector_calls"] == 3 * 4  # every distinct frame of the 3 videos once
     # the greedy oracle reads the ground truth: it is the upper bound of every row here
     assert metrics["oracle"]["summary"]["J&F-Mean"] >= max(m["summary"]["J&F-Mean"] for m in metrics.values())
 
@@ -76,3 +76,19 @@ def test_a_missing_data_dir_is_a_one_line_error_naming_it(tmp_path, capsys):
     with pytest.raises(SystemExit):
         alba_davis.main(["--data-dir", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "run")])
     assert str(tmp_path / "nowhere") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("benchmark", ["fbms", "youtube-vos"])
+def test_other_benchmarks_in_their_own_layouts(tmp_path, benchmark):
+    """FBMS scores only its sparsely annotated frames (every 4th here) but writes every frame; YouTube-VOS runs on the
+    RVOS-style split of its train set given as two video lists."""
+    tiny = [*TINY]
+    tiny[tiny.index("--synthetic-frames") + 1] = "9"
+    summary = alba_davis.main([*tiny, "--benchmark", benchmark, "--rows", "vanilla", "oracle",
+                               "--run-dir", str(tmp_path / "run")])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    (sequence, scores), = metrics["vanilla"]["per_sequence"].items()
+    assert scores["frames"] == 9
+    assert scores["scored_frames"] == (3 if benchmark == "fbms" else 9)
+    assert len(list((tmp_path / "run" / "results" / "vanilla" / sequence).glob("*.png"))) == 9
+    assert summary["benchmark"].startswith("FBMS" if benchmark == "fbms" else "YouTube-VOS")
