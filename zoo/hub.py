@@ -34,6 +34,7 @@ MODEL_TYPES: dict[str, str] = {
     "acis": "zoo.acis.model:ACISSegmenter",
     "ftmu": "zoo.ftmu.model:FTMUSegmenter",
     "alba": "zoo.alba.model:ALBASegmenter",
+    "ivosw": "zoo.ivosw.model:IVOSWRecommender",
     "segmenter": "zoo.vision.segmenter:InstanceSegmenter",
 }
 

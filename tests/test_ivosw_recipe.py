@@ -1,0 +1,135 @@
+"""`python -m recipes.ivosw_davis` end to end on a tiny synthetic DAVIS 2017 tree (3 videos of 8 frames, tiny
+networks): every Table 1 cell for every setting, one curve value per round, Random's 5 runs and their mean, the
+`--stage evaluate` JSON layout of the issue, the saved recommender, a re-run that trains nothing, and a bad
+--data-dir as a one-line error naming it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from datamodules.synthetic_vos import synthetic_root
+from recipes import _ivosw_common as common
+from recipes import ivosw_davis
+from zoo.metrics.interactive import ivosw_auc
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+ROUNDS = 3
+SYNTHETIC = ["--synthetic-train", "2", "--synthetic-val", "1", "--synthetic-frames", "8", "--synthetic-size", "48",
+             "64"]
+TINY = [*SYNTHETIC, "--hidden", "8", "--head-hidden", "8", "--random-runs", "4", "--buffer", "64",
+        "--warmup-transitions", "16", "--batch-size", "8", "--agent-epochs", "2", "--updates-per-episode", "2",
+        "--quality-rounds", "2", "--quality-samples", "40", "--quality-heldout-samples", "20", "--quality-epochs",
+        "1", "--quality-size", "32", "--quality-batch", "8", "--random-backbone", "--rounds", str(ROUNDS),
+        "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ivosw") / "run"
+    summary = ivosw_davis.main([*TINY, "--run-dir", str(run_dir)])
+    return run_dir, summary
+
+
+def test_run_directory_holds_every_strategy_for_every_setting(run):
+    run_dir, summary = run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics["table1"]) == ["flow"]
+    assert list(metrics["table1"]["flow"]) == ["oracle", "wild"]
+    for setting, table in metrics["table1"]["flow"].items():
+        assert list(table) == list(common.STRATEGIES), setting
+        for name, row in table.items():
+            assert len(row["curve"]) == ROUNDS, (setting, name)
+            assert all(0.0 <= value <= 1.0 for value in row["curve"])
+            for sample in row["per_sequence"].values():
+                assert len(sample["curve"]) == ROUNDS
+            if name != "random":  # Random's auc is the mean of its runs' AUCs, not the AUC of the mean curve
+                assert row["auc"] == pytest.approx(ivosw_auc([0.0, *row["curve"]]))
+        runs = table["random"]["runs"]
+        assert len(runs) == 5 and len({run["seed"] for run in runs}) == 5
+        assert table["random"]["auc"] == pytest.approx(np.mean([run["auc"] for run in runs]))
+        assert table["random"]["auc_std"] == pytest.approx(np.std([run["auc"] for run in runs], ddof=1))
+    for name in ("table1.md", "curves.png", "per_sequence.csv", "results.json", "model/config.json",
+                 "model/model.safetensors", "evaluation/flow-oracle.json", "evaluation/flow-wild.json"):
+        assert (run_dir / name).is_file(), name
+    rows = (run_dir / "per_sequence.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 * len(common.STRATEGIES)  # header + one evaluation video per setting × strategy
+    assert np.isfinite(metrics["quality"]["flow"]["mse"])
+
+
+def test_results_json_separates_measured_rows_from_the_papers(run):
+    run_dir, summary = run
+    assert summary["synthetic"] is True and summary["model"] == "ivosw-davis"
+    assert {row["task_name"].split(":")[1].split("(")[0].strip() for row in summary["results"]} == {
+        "oracle / Ours", "wild / Ours"}
+    ours_wild = next(r for r in summary["results"] if "wild" in r["task_name"])
+    assert ours_wild["metrics"][0]["type"] == "ivosw_auc"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert ours_wild["metrics"][0]["value"] == metrics["table1"]["flow"]["wild"]["ours"]["auc"]
+    assert all("paper" in entry["dataset_name"] for entry in summary["paper_results"])
+    atnet = next(e for e in summary["paper_results"] if e["dataset_name"].startswith("DAVIS ATNet"))
+    paper_wild_ours = {m["type"]: m["value"] for m in atnet["metrics"]}["ivosw_auc_wild_ours"]
+    assert paper_wild_ours == 74.10  # the paper's headline number, quoted as the paper's
+    assert any("not the paper's ATNet" in note for note in summary["notes"])
+
+
+def test_saved_recommender_loads_and_recommends_a_frame(run):
+    from zoo.hub import load_folder
+
+    run_dir, _ = run
+    model = load_folder(run_dir / "model", expected_type="ivosw")
+    quality = np.array([0.9, 0.2, 0.8, 0.85, 0.9], dtype=np.float32)
+    frame = model.recommend(quality, np.array([1, 0, 0, 0, 0]))
+    assert isinstance(frame, int) and 0 <= frame < 5
+    assert model.engine == "flow"
+
+
+def test_evaluate_stage_writes_the_issues_layout(run, tmp_path):
+    run_dir, _ = run
+    root = synthetic_root("davis2017", num_train=2, num_val=1, num_frames=8, height=48, width=64, seed=0)
+    out = tmp_path / "out.json"
+    result = ivosw_davis.main(["--stage", "evaluate", "--model", str(run_dir / "model"), "--data-dir", str(root),
+                               "--sequences", "synth-02", "--rounds", str(ROUNDS), "--json", str(out),
+                               "--threads", "1"])
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(result))
+    assert (written["engine"], written["setting"]) == ("flow", "wild")
+    assert set(written["strategies"]) == {"ours", "random", "linspace", "worst"}
+    for name, row in written["strategies"].items():
+        assert isinstance(row["auc"], float) and len(row["curve"]) == ROUNDS, name
+    random = written["strategies"]["random"]
+    assert len(random["runs"]) == 5 and random["auc"] == pytest.approx(np.mean([r["auc"] for r in random["runs"]]))
+    # the same model, videos and setting as the training run's Wild cell: the same numbers
+    trained = json.loads((run_dir / "metrics.json").read_text())["table1"]["flow"]["wild"]
+    assert written["strategies"]["worst"]["curve"] == pytest.approx(trained["worst"]["curve"])
+    assert written["strategies"]["ours"]["curve"] == pytest.approx(trained["ours"]["curve"])
+
+
+def test_rerun_resumes_without_training_again(run, capsys, monkeypatch):
+    run_dir, first = run
+    weights = (run_dir / "model" / "model.safetensors").read_bytes()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished stage trained again")
+
+    monkeypatch.setattr(ivosw_davis.IVOSWAgentModule, "training_step", refuse)
+    monkeypatch.setattr(ivosw_davis.IVOSWAgentModule, "collect_random_statistics", refuse)
+    monkeypatch.setattr(ivosw_davis.QualityModule, "training_step", refuse)
+    monkeypatch.setattr(common, "worst_policy_samples", refuse)
+    monkeypatch.setattr(common, "evaluate_setting", refuse)  # Table 1 cells of the same model are reused too
+    summary = ivosw_davis.main([*TINY, "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert err.count("using it (--restart starts over)") == 2  # agent and quality network
+    assert (run_dir / "model" / "model.safetensors").read_bytes() == weights
+    assert summary["table1"] == first["table1"]
+
+
+def test_a_bad_data_dir_is_a_one_line_error_naming_it(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SystemExit) as raised:
+        ivosw_davis.main(["--data-dir", str(missing), "--run-dir", str(tmp_path / "run")])
+    message = str(raised.value.code)
+    assert str(missing) in message and "\n" not in message
