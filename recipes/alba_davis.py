@@ -192,11 +192,12 @@ def load_data(args) -> tuple[list, list, list, str, str]:
         saved = args.year
         args.year = 2017 if args.benchmark == "davis" else args.year
         train += read_benchmark(args, root, train_split) if synthetic_train else []
-        trained_on.append(f"{synthetic_train} synthetic {name} videos ({args.synthetic_frames} frames, "
-                          f"{height}x{width})")
+        synthetic_name = "DAVIS 2017" if args.benchmark == "davis" else name  # the synthetic DAVIS tree is 2017's
+        trained_on.append(f"{synthetic_train} synthetic {synthetic_name}-layout videos ({args.synthetic_frames} "
+                          f"frames, {height}x{width})")
         if args.data_dir is None:
             evaluation = read_benchmark(args, root, eval_split)
-            described = f"synthetic {name} {eval_split} ({len(evaluation)} videos, {height}x{width})"
+            described = f"synthetic {synthetic_name}-layout {eval_split} ({len(evaluation)} videos, {height}x{width})"
         args.year = saved
     extras = []
     if args.extra_first_frames is not None:
