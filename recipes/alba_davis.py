@@ -12,8 +12,8 @@ Stages (each resumable; the run directory keeps checkpoints per stage and the in
 2. warm-up: both networks on the greedy oracle's targets (`zoo.alba.module`, mode "warmup");
 3. RL: REINFORCE from the warm-up weights (mode "rl", `--rl-policies`, the paper's "assignment" by default);
 4. Table 1 rows on the evaluation videos (`--rows`): vanilla proposals, + selection, + selection and overlap
-   assignment (a weight-free stand-in for the paper's pairwise network A), + relational assignment (supervised),
-   + RL, and the greedy oracle (upper bound). Unsupervised J&F with the official Hungarian matching.
+   assignment (weight-free, not in the paper), + the simple pairwise assignment network A (its own warm-up),
+   + relational assignment (supervised), + RL, and the greedy oracle (upper bound). Unsupervised J&F with the official Hungarian matching.
 
 Writes to RUN_DIR: results/<row>/<seq>/%05d.png (indexed, DAVIS layout) and official CSVs per row, table1.md,
 per_sequence.csv, metrics.json, results.json, grouping.png (a few frames of one video coloured by the RL grouping
@@ -57,7 +57,8 @@ BENCHMARKS = ("davis", "fbms", "youtube-vos")
 ROWS = {
     "vanilla": ("Vanilla proposals (every proposal a new id)", "warmup", "all", "rank"),
     "selection": ("+ selection network S (new id per accepted proposal)", "warmup", "network", "rank"),
-    "overlap": ("+ S + overlap assignment (stand-in for the pairwise network A)", "warmup", "network", "overlap"),
+    "overlap": ("+ S + overlap assignment (weight-free: previous-frame mask IoU)", "warmup", "network", "overlap"),
+    "pairwise": ("+ S + simple pairwise assignment network A (supervised)", "pairwise", "network", "pairwise"),
     "supervised": ("+ S + relational assignment, supervised warm-up only", "warmup", "network", "network"),
     "rl": ("+ S + relational assignment + RL (ALBA)", "rl", "network", "network"),
     "oracle": ("Greedy oracle (upper bound, uses the ground truth)", None, None, None),
@@ -437,7 +438,9 @@ def notes(args) -> list[str]:
                    "same video from that frame (not the paper's per-episode normalisation, which made the policy "
                    "saturate without learning in this port's tests).",
          "episode": "RL credit: frame returns normalised per episode (the paper)."}[args.credit],
-        "Row A is an overlap rule (previous-frame mask IoU > 0.2), not the paper's learned pairwise network.",
+        "Row A: the assignment network's per-slot scores trained as independent same-object probabilities (binary "
+        "cross-entropy, no softmax over slots), with its own selection network, warmed up like the others; the "
+        "overlap row is a weight-free reference (previous-frame mask IoU > 0.2), not in the paper.",
         "Evaluation: arg-max actions on whole videos; the last RL weights (no selection on evaluation videos).",
     ]
 
@@ -497,6 +500,15 @@ def main(argv: list[str] | None = None) -> dict:
                      {**identity, "hparams": dict(warmup.hparams)}, args.episodes_per_batch,
                      max_epochs=args.warmup_epochs)
         seconds["warmup"] = time.perf_counter() - started
+        pairwise = None
+        if "pairwise" in args.rows:
+            started = time.perf_counter()
+            pairwise = ALBAModule(net=config, mode="warmup", lr=args.warmup_lr, seed=args.seed,
+                                  assignment_loss="pairwise")
+            pairwise = fit(pairwise, rl_episodes + single_episodes, args, run, "warmup-pairwise",
+                           {**identity, "hparams": dict(pairwise.hparams)}, args.episodes_per_batch,
+                           max_epochs=args.warmup_epochs)
+            seconds["warmup_pairwise"] = time.perf_counter() - started
         started = time.perf_counter()
         rl = ALBAModule(net=config, mode="rl", rl_policies=args.rl_policies, lr=args.rl_lr, seed=args.seed,
                         credit=args.credit, rollouts=args.rollouts)
@@ -515,7 +527,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.save_pretrained(args.run_dir / "model")
     started = time.perf_counter()
     with torch.inference_mode(), progress(total=len(evaluation), desc="Table 1 rows per video", unit="video") as bar:
-        measured, grouped = score_rows(args, args.rows, evaluation, builder, {"warmup": warmup, "rl": rl}, bar)
+        measured, grouped = score_rows(args, args.rows, evaluation, builder, {"warmup": warmup, "rl": rl, "pairwise": pairwise}, bar)
     seconds["evaluate"] = time.perf_counter() - started
     if grouped:
         shown = max(evaluation, key=lambda s: len(s.object_ids))

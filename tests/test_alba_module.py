@@ -240,3 +240,42 @@ def test_group_credit_passes_each_rollouts_rewards_and_decision_frames(monkeypat
         assert decision_frames == [d.frame for d in run.decisions]
     with pytest.raises(ValueError, match="rollouts"):
         ALBAModule(net=TINY, mode="rl", credit="group", rollouts=1)
+
+
+def test_pairwise_assignment_loss_and_decision_on_hand_computed_logits():
+    """Row A: each slot's logit is a same-object probability on its own. Slots 0 and 2 in use (1 unused, masked)."""
+    from zoo.alba.module import pairwise_decision, pairwise_loss
+
+    low = torch.finfo(torch.float32).min
+    logits = torch.tensor([[2.0, low, -1.0, 0.5], [-3.0, low, -0.5, 0.0]])
+    targets = torch.tensor([0, 3])  # proposal 1 -> slot 0; proposal 2 -> a new object (no slot is "same")
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor([2.0, -1.0, -3.0, -0.5]), torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    torch.testing.assert_close(pairwise_loss(logits, targets), expected)
+    assert pairwise_decision(logits[0]) == 0  # sigmoid(2) > 0.5
+    assert pairwise_decision(logits[1]) == 3  # no slot above 0.5: new
+    full = torch.tensor([-3.0, -0.5, low])  # no slot above 0.5 but no free slot: the most likely slot
+    assert pairwise_decision(full) == 1
+
+
+def test_rollout_with_the_pairwise_rule_reads_slot_scores_on_their_own(monkeypatch):
+    """Logits where "new" is the arg-max but slot 0 is a confident "same object": the relational policy opens a new
+    object, row A joins slot 0."""
+    module = ALBAModule(net=TINY, mode="warmup", seed=0)
+    low = torch.finfo(torch.float32).min
+
+    def fixed(compact):
+        logits = torch.full((len(compact), K_MAX + 1), low)
+        for row, c in enumerate(compact):
+            logits[row, c["used"]] = 1.0
+            logits[row, K_MAX] = 5.0 if bool(c["new_allowed"]) else low
+        return logits
+
+    monkeypatch.setattr(module, "assignment_logits", fixed)
+    episode = two_object_episode(frames=2)
+    with torch.no_grad():
+        module.selection.head[-1].bias.copy_(torch.tensor([-50.0, 50.0]))  # accept every proposal
+    relational = module.rollout(episode).labels
+    pairwise = module.rollout(episode, assign="pairwise").labels
+    assert len(np.setdiff1d(np.unique(relational), [0])) > 1  # "new" for every proposal
+    assert set(np.unique(pairwise)) == {0, 1}  # everything joins the first object

@@ -18,7 +18,10 @@ oracle has built so far (teacher forcing). Losses, summed:
 - assignment: cross-entropy over the K + 1 logits (slots, then "new") on the oracle's `assign` targets, unavailable
   slots masked by the network (probability 0); proposals whose target is `IGNORE` (rejected by the oracle) are not
   fed to the assignment network at all (the loss keeps ``ignore_index=IGNORE`` as a guard).
-Adam, lr 1e-4 (Sec. 3.2).
+Adam, lr 1e-4 (Sec. 3.2). `assignment_loss="pairwise"` trains the Table 1 row "A" instead (Sec. 4.1: a network that
+"takes in two proposals and predicts whether they belong to the same object"): the same per-slot scores, each read
+on its own by a sigmoid and trained by binary cross-entropy (`pairwise_loss`), decided by `pairwise_decision` (the
+most confident slot above 0.5, else new); no softmax relates the slots. Run it with `rollout(assign="pairwise")`.
 
 ``mode="rl"`` (Sec. 3.2 "Training with Reinforcement Learning", vanilla policy gradient): each episode is rolled out
 with the current policy, proposals in confidence order; the selection decision of a frame's proposals is sampled
@@ -81,7 +84,8 @@ from zoo.alba.networks import (
 
 MODES = ("warmup", "rl")
 SELECT_RULES = ("network", "all")
-ASSIGN_RULES = ("network", "rank", "overlap")
+ASSIGN_RULES = ("network", "rank", "overlap", "pairwise")
+ASSIGNMENT_LOSSES = ("relational", "pairwise")
 RL_POLICIES = ("assignment", "selection", "both")
 CREDITS = ("episode", "group")
 SELECT_WEIGHTS = (1.0, 4.0)  # (reject, accept): the authors' `supervised/train.py`
@@ -211,6 +215,29 @@ def _expand(compact: list[dict], max_objects: int) -> dict[str, torch.Tensor]:
             "features": torch.stack([torch.as_tensor(c["features"]) for c in compact])}
 
 
+def pairwise_decision(logits: torch.Tensor, threshold: float = 0.0) -> int:
+    """The simple assignment network A of Sec. 4.1 ("takes in two proposals and predicts whether they belong to the
+    same object"): each slot's logit read on its own as "same object" (sigmoid > 0.5, i.e. logit > 0), the most
+    confident such slot taken, else a new object (the best slot when none is free). (K + 1,) masked logits."""
+    slots, new = logits[:-1], logits[-1]
+    lowest = torch.finfo(logits.dtype).min
+    best = int(slots.argmax())
+    if slots[best] > lowest and (slots[best] > threshold or new == lowest):
+        return best
+    return len(slots)  # "new"
+
+
+def pairwise_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of every (proposal, slot in use) pair: 1 for the oracle's slot, 0 for the others (a
+    proposal the oracle sends to a new object is 0 for every slot); the "new" logit is not trained."""
+    slots = logits[:, :-1]
+    available = slots > torch.finfo(slots.dtype).min
+    same = F.one_hot(targets.clamp(max=slots.shape[1]), slots.shape[1] + 1)[:, :-1].to(slots.dtype)
+    if not available.any():
+        return slots.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(slots[available], same[available])
+
+
 def reinforce_loss(log_probs: torch.Tensor, credits: torch.Tensor) -> torch.Tensor:
     """−Σ_d log π(a_d)·Â_d over one episode's decisions (credits are not differentiated)."""
     if log_probs.shape != credits.shape:
@@ -320,7 +347,7 @@ class GroupingPolicy:
                     step(state, frame.masks[i], REJECT)
                     continue
                 accepted += 1
-                if assign != "network":
+                if assign in ("rank", "overlap"):
                     scripted = (rank_assignment(state, accepted - 1) if assign == "rank"
                                 else overlap_assignment(state, frame.masks[i]))
                     step(state, frame.masks[i], scripted)
@@ -328,7 +355,9 @@ class GroupingPolicy:
                 compact = _compact(assignment_inputs(frame.image, flow, frame.masks[i], frame.boxes[i], state, config))
                 compact["features"] = features[i]
                 logits = self.assignment_logits([compact]).float().cpu()[0]
-                if generator is None:
+                if assign == "pairwise":
+                    action = pairwise_decision(logits)
+                elif generator is None:
                     action = int(logits.argmax())
                 else:
                     action = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
@@ -374,10 +403,13 @@ class ALBAModule(GroupingPolicy, pl.LightningModule):
         seed: int = 0,
         credit: str = "episode",
         rollouts: int = 1,
+        assignment_loss: str = "relational",
     ):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if assignment_loss not in ASSIGNMENT_LOSSES:
+            raise ValueError(f"assignment_loss must be one of {ASSIGNMENT_LOSSES}, got {assignment_loss!r}")
         if credit not in CREDITS:
             raise ValueError(f"credit must be one of {CREDITS}, got {credit!r}")
         if rollouts < 1 or (credit == "group" and rollouts < 2):
@@ -389,7 +421,9 @@ class ALBAModule(GroupingPolicy, pl.LightningModule):
                                    "lr": DEFAULT_LR[mode] if lr is None else float(lr),
                                    "select_weights": tuple(float(w) for w in select_weights),
                                    "selection_rule": selection_rule, "gamma": float(gamma), "seed": int(seed),
-                                   "credit": credit, "rollouts": int(rollouts)})
+                                   "credit": credit, "rollouts": int(rollouts),
+                                   # recorded only when not the default, so earlier runs' checkpoints still resume
+                                   **({"assignment_loss": assignment_loss} if assignment_loss != "relational" else {})})
         self.automatic_optimization = False
         self.config = ALBANetConfig(**net)
         with torch.random.fork_rng(devices=[]):
@@ -462,10 +496,17 @@ class ALBAModule(GroupingPolicy, pl.LightningModule):
             logged["train/selection_accuracy"] = (logits.argmax(-1) == targets).float().mean()
         if compact:
             logits = self.assignment_logits(compact).float()
-            assign_loss = F.cross_entropy(logits, assign_targets, ignore_index=IGNORE)
+            if self.hparams.get("assignment_loss", "relational") == "pairwise":
+                assign_loss = pairwise_loss(logits, assign_targets)
+            else:
+                assign_loss = F.cross_entropy(logits, assign_targets, ignore_index=IGNORE)
             loss = loss + assign_loss
             logged["train/loss_assignment"] = assign_loss.detach()
-            logged["train/assignment_accuracy"] = (logits.argmax(-1) == assign_targets).float().mean()
+            if self.hparams.get("assignment_loss", "relational") == "pairwise":
+                chosen = torch.tensor([pairwise_decision(row) for row in logits.detach().cpu()], device=self.device)
+            else:
+                chosen = logits.argmax(-1)
+            logged["train/assignment_accuracy"] = (chosen == assign_targets).float().mean()
         return loss, logged, len(targets) + len(compact)
 
     def rl_loss(self, episodes: list[Episode], generator: torch.Generator) -> tuple[torch.Tensor, dict, int]:
