@@ -161,7 +161,7 @@ def test_corrupt_safetensors_header_names_the_file(tiny_run, tmp_path, data):
     ("{not json", "is not valid JSON"),
     ("[]", "has no 'model_type'"),
     ('{"width": 3}', "has no 'model_type'"),
-    ('{"model_type": "alba"}', r"has model_type 'alba', which this zoo does not know \(it knows acis, drlt"),
+    ('{"model_type": "alpha"}', r"has model_type 'alpha', which this zoo does not know \(it knows acis, alba"),
 ], ids=["invalid_json", "not_an_object", "no_model_type", "unknown_model_type"])
 def test_bad_config_json_names_the_file(tiny_run, tmp_path, config, message):
     run, _ = tiny_run
