@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--rl-policies", default="assignment", choices=RL_POLICIES)
     train.add_argument("--credit", default="group", choices=CREDITS,
                        help="group: each decision against the other rollouts of its video (this port's default); "
-                            "episode: returns normalised per episode (the paper; measured not to learn here)")
+                            "episode: returns normalised per episode (the paper)")
     train.add_argument("--rollouts", type=int, default=4, help="rollouts per video and update (the paper: 1)")
     train.add_argument("--episodes-per-batch", type=int, default=4, help="warm-up videos per update (paper: 16)")
     train.add_argument("--rl-episodes-per-batch", type=int, default=2, help="RL videos per update (paper: 16)")
@@ -435,8 +435,8 @@ def notes(args) -> list[str]:
         f"{args.rollouts} rollouts at lr {args.rl_lr}, policy '{args.rl_policies}' (the paper: batch 16, the "
         "assignment policy).",
         {"group": "RL credit: each decision's frame return against the mean and std of the other rollouts of the "
-                   "same video from that frame (not the paper's per-episode normalisation, which made the policy "
-                   "saturate without learning in this port's tests).",
+                   "same video from that frame (not the paper's per-episode normalisation, which favours early frames "
+                   "whatever was done there and, in one of this port's test settings, saturated the policy).",
          "episode": "RL credit: frame returns normalised per episode (the paper)."}[args.credit],
         "Row A: the assignment network's per-slot scores trained as independent same-object probabilities (binary "
         "cross-entropy, no softmax over slots), with its own selection network, warmed up like the others; the "

@@ -8,10 +8,8 @@ imitates that and scores about half. Only the video reward says that rejecting t
 score. Training and evaluation videos differ (positions, sizes, motion, textures, feature noise).
 
 RL here trains the selection policy (the authors' code's choice; the paper's default trains the assignment policy,
-which cannot undo an accepted proposal) with the group credit (`ALBAModule(credit="group")`): with the paper's
-per-episode normalisation the same run saturates the policy without improving (measured while writing this test:
-reward 0.55 -> 0.52 over 20 updates, accept probabilities -> 1.0), which `test_alba_module.py` records as a
-property of that credit, not a pass condition here."""
+which cannot undo an accepted proposal) with the group credit (`ALBAModule(credit="group")`); with these default
+warm-up labels the paper's per-episode credit learns here too (`zoo.alba.module` says where it did not)."""
 
 from __future__ import annotations
 
