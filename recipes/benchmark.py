@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-BENCHMARKS = ["drlt", "acis", "davis-metrics", "proposals", "flow", "ftmu", "alba"]
+BENCHMARKS = ["drlt", "acis", "davis-metrics", "proposals", "flow", "ftmu", "alba", "ivosw"]
 
 
 def machine() -> dict:
