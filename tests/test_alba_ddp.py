@@ -13,14 +13,12 @@ launch per mode: a second `Trainer` in the same script would launch the other pr
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
+
+from ddp_launch import launch
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 150  # a normal launch takes about 15 s
@@ -99,17 +97,7 @@ def worker(mode: str, out_dir: Path) -> None:
 
 def run_two_processes(mode: str, tmp_path: Path) -> tuple[dict, dict]:
     out_dir = tmp_path / f"ranks-{mode}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, __file__, mode, str(out_dir)], cwd=REPO, env=env,
-                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the launched rank is in the same group
-        output, _ = process.communicate()
-        pytest.fail(f"the DDP run did not finish within {TIMEOUT_S} s (a hang):\n{output[-3000:]}")
-    # the launching process's traceback, not the other's report that its peer went away
-    assert process.returncode == 0, "\n".join(line for line in output.splitlines() if "[rank1]" not in line)[-5000:]
+    launch(__file__, mode, str(out_dir), timeout_s=TIMEOUT_S)
     ranks = tuple(torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     return ranks

@@ -8,14 +8,13 @@ it as a script in its own process group, as tests/test_ftmu_ddp.py does: a hang 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from ddp_launch import launch
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 150  # a normal run takes about 20 s
@@ -48,16 +47,7 @@ def worker(out_dir: Path) -> None:
 def run_two_processes(tmp_path: Path) -> Path:
     out_dir = tmp_path / "ranks"
     out_dir.mkdir(parents=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, __file__, str(out_dir)], cwd=REPO, env=env,
-                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the launched rank is in the same group
-        output, _ = process.communicate()
-        pytest.fail(f"the DDP run did not finish within {TIMEOUT_S} s (a hang):\n{output[-3000:]}")
-    assert process.returncode == 0, "\n".join(line for line in output.splitlines() if "[rank1]" not in line)[-5000:]
+    launch(__file__, str(out_dir), timeout_s=TIMEOUT_S)
     return out_dir
 
 

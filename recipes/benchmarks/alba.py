@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from recipes.benchmarks.ftmu import os_threads, resident_mib
-from zoo.paths import shared_dir
+from recipes.benchmarks._davis2016 import davis2016_video
 
 DEFAULT_MODEL = "alba-davis"
 RANDOM_NET_WIDTH, RANDOM_NET_SIZE = 0.25, 96  # recipes/alba_davis.py's --width / --size defaults
@@ -58,16 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def davis_frames(count: int, sequence: str, height: int | None) -> tuple[list[np.ndarray], str]:
     """The first `count` RGB frames of a real DAVIS 2016 video, and a description of them."""
-    shared = shared_dir()
-    root = shared / "realdata" / "DAVIS2016" if shared else None
-    if root is None or not (root / "JPEGImages" / "480p" / sequence).is_dir():
-        raise SystemExit(f"the alba benchmark runs on real DAVIS 2016 frames: {sequence!r} is not under "
-                         f"{root or '../shared/realdata/DAVIS2016'} (set ZOO_SHARED to the shared folder)")
-    from datamodules.davis import DAVIS
-
-    video = DAVIS(root, year=2016, split=None, sequences=[sequence])[0]
-    if len(video) < count:
-        raise SystemExit(f"{sequence} has {len(video)} frames, fewer than --frames {count}")
+    video, root = davis2016_video("alba", sequence, count)
     frames = [video.frame(index) for index in range(count)]
     described = f"real: DAVIS 2016 480p {sequence} frames 0-{count - 1} ({root})"
     if height is not None and height != frames[0].shape[0]:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from recipes.benchmarks.ftmu import os_threads, resident_mib
-from zoo.paths import shared_dir
+from recipes.benchmarks._davis2016 import davis2016_video
 
 DEFAULT_MODEL = "ivosw-davis"
 PAPER_REFERENCE = ("paper: 0.70 s per recommendation (agent + quality network) on a GPU (IVOS-W, Yin et al. CVPR "
@@ -63,16 +63,7 @@ def session_video(count: int, sequence: str, height: int | None):
     """The first `count` frames of a real DAVIS 2016 video as a `SessionVideo` (no initial scribble), and what it is."""
     from zoo.ivosw.session import SessionVideo
 
-    shared = shared_dir()
-    root = shared / "realdata" / "DAVIS2016" if shared else None
-    if root is None or not (root / "JPEGImages" / "480p" / sequence).is_dir():
-        raise SystemExit(f"the ivosw benchmark runs on real DAVIS 2016 frames: {sequence!r} is not under "
-                         f"{root or '../shared/realdata/DAVIS2016'} (set ZOO_SHARED to the shared folder)")
-    from datamodules.davis import DAVIS
-
-    video = DAVIS(root, year=2016, split=None, sequences=[sequence])[0]
-    if len(video) < count:
-        raise SystemExit(f"{sequence} has {len(video)} frames, fewer than --frames {count}")
+    video, root = davis2016_video("ivosw", sequence, count)
     session = SessionVideo.from_sequence(video, scribble=None, frames=range(count))
     described = f"real: DAVIS 2016 480p {sequence} frames 0-{count - 1} ({root})"
     if height is not None and height != session.frames.shape[1]:
