@@ -284,14 +284,14 @@ def score_rows(args, rows: list[str], sequences, builder: EpisodeBuilder, polici
                          for slug in rows}, {}
     for sequence in sequences:
         annotated = sequence.annotated_frames
-        episode = builder.episode(sequence.name, sequence=sequence)
+        # read from the cache once for every row (the frames also keep their selection crops between rows)
+        episode = Episode(builder.episode(sequence.name, sequence=sequence).frames.materialise(), sequence.name)
         truth = np.stack([sequence.require_mask(i) for i in annotated])
         for slug in rows:
             _, networks, select, assign = ROWS[slug]
             started = time.perf_counter()
             if networks is None:  # the oracle needs the ground truth: it groups the annotated frames only
-                sparse = builder.episode(sequence.name, sequence=sequence, indices=annotated)
-                labels = greedy_oracle([frame.masks for frame in sparse.frames], truth,
+                labels = greedy_oracle([episode.frames[i].masks for i in annotated], truth,
                                        policies["warmup"].config.max_objects).labels
                 written = annotated
             else:  # every frame, scored where the ground truth is (all frames on DAVIS)

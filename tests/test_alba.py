@@ -318,3 +318,19 @@ def test_crop_inputs_and_the_inputs_built_from_a_grouping_state():
             inputs["new_allowed"][None],
         )
     assert (logits.softmax(-1)[0, 1:K_MAX] == 0).all()
+
+
+def test_mask_crops_by_index_equal_torch_nearest_exact_resampling():
+    """`crop_inputs` resamples boolean masks by indexing (`nearest_exact_indices`) instead of F.interpolate on floats;
+    the two must agree pixel for pixel, including scales whose float32 rounding differs from float64."""
+    from zoo.alba.networks import nearest_exact_indices
+
+    rng = np.random.default_rng(0)
+    shapes = [(248, 248, 220), *((int(h), int(w), int(s)) for h, w, s in zip(
+        rng.integers(1, 500, 150), rng.integers(1, 500, 150), rng.integers(80, 260, 150)))]
+    for height, width, size in shapes:
+        mask = rng.random((height, width)) > 0.5
+        expected = torch.nn.functional.interpolate(torch.from_numpy(mask).float()[None, None], size=(size, size),
+                                                   mode="nearest-exact")[0, 0].numpy()
+        indexed = mask[nearest_exact_indices(height, size)][:, nearest_exact_indices(width, size)]
+        assert np.array_equal(expected, indexed.astype(np.float32)), (height, width, size)
