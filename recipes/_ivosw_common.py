@@ -2,8 +2,9 @@
 network's samples, and the Table 1 evaluation of one engine × setting (every strategy, per-round curves, IVOS-W AUC,
 davisinteractive's time AUC and J&F@60 s).
 
-Engines are named in `ENGINES` (name → factory(cache_dir) → `InteractiveEngine`): adding the learned engine is one
-entry; every stage loops over the names it is given.
+Engines are named in `ENGINES` (name → factory(cache_dir) → `InteractiveEngine`): "flow", the weight-free
+`FlowPropagationEngine`, and "matching", the learned `zoo.interactive.matching_engine.MatchingEngine` (trained by
+`recipes.ivosw_engine_davis`); every stage loops over the names it is given.
 """
 
 from __future__ import annotations
@@ -36,7 +37,50 @@ def flow_engine(cache_dir: Path | None) -> InteractiveEngine:
     return FlowPropagationEngine(FlowEstimator("dis", cache_dir=cache_dir))
 
 
-ENGINES: dict[str, Callable[[Path | None], InteractiveEngine]] = {"flow": flow_engine}
+# The learned engine's published name, and the recipe that trains it (`zoo.interactive.matching_engine`).
+MATCHING_ENGINE = "ivosw-engine-davis"
+MATCHING_RECIPE = ("python -m recipes.ivosw_engine_davis --data-dir DAVIS2016 --year 2016 "
+                   "--extra-first-frames DAVIS2017 --run-dir runs/ivosw-engine-davis")
+_MATCHING_LOADED: dict[str, InteractiveEngine] = {}
+
+
+def matching_engine(cache_dir: Path | None, *, model: str | Path | None = None,
+                    random_weights: bool = False) -> InteractiveEngine:
+    """The learned matching engine: `model` (a run's ``model/`` folder, a registered name or a Hub repo id), else
+    ``$ZOO_MATCHING_ENGINE``, else the published ``ivosw-engine-davis`` through `zoo.load`; loaded once per process
+    and shared by every engine made here (each has its own video and rounds). Raises, naming the recipe that trains
+    it, when no trained weights can be had. ``random_weights=True`` (tests only) builds one with a random backbone and
+    an untrained head. The engine keeps each video's keys in `cache_dir` too (None: in memory only)."""
+    import os
+
+    from zoo.interactive.matching_engine import MatchingEngine
+
+    if random_weights:
+        engine = MatchingEngine.create(random_backbone=True)
+        engine.cache_dir = cache_dir
+        return engine
+    source = str(model or os.environ.get("ZOO_MATCHING_ENGINE") or MATCHING_ENGINE)
+    if source not in _MATCHING_LOADED:
+        from zoo import load
+        from zoo.hub import CheckpointError, HubError
+
+        try:
+            loaded = load(source)
+        except (KeyError, FileNotFoundError, HubError, CheckpointError) as error:
+            message = error.args[0] if error.args else error
+            raise RuntimeError(
+                f"the 'matching' engine needs trained weights and {source!r} cannot be loaded ({message}). Train them "
+                f"with `{MATCHING_RECIPE}` and point ZOO_MATCHING_ENGINE at RUN_DIR/model (or publish it as "
+                f"'{MATCHING_ENGINE}' with `python -m zoo.publish`)") from None
+        if not isinstance(loaded, MatchingEngine):
+            raise RuntimeError(f"{source!r} holds a '{loaded.model_type}' model, not a matching engine")
+        _MATCHING_LOADED[source] = loaded
+    engine = _MATCHING_LOADED[source].spawn()
+    engine.cache_dir = cache_dir
+    return engine
+
+
+ENGINES: dict[str, Callable[[Path | None], InteractiveEngine]] = {"flow": flow_engine, "matching": matching_engine}
 
 
 class RecordingEngine(InteractiveEngine):
@@ -287,6 +331,39 @@ def table_markdown(measured: dict) -> str:
                 curve = " ".join(f"{value:.3f}" for value in row["curve"])
                 lines.append(f"| {engine} | {setting} | {name} | {auc} | {row['jf_at_60s']:.4f} | "
                              f"{row['time_auc']:.4f} | {curve} |")
+    return "\n".join(lines)
+
+
+def per_sequence_markdown(measured: dict) -> str:
+    """Per (sequence, scribble) IVOS-W AUC of every strategy, one table per engine × setting: what a card leads with
+    (Random, Linspace and Worst are the trivial baselines Ours must beat)."""
+    blocks = []
+    for engine, settings in measured.items():
+        for setting, table in settings.items():
+            names = list(table)
+            lines = [f"**{engine} engine, {setting}** (IVOS-W AUC per sequence; Random: mean of its runs)", "",
+                     "| sequence (objects, frames) | " + " | ".join(names) + " | best |",
+                     "|---|" + "---|" * (len(names) + 1)]
+            for sample, first in table[names[0]]["per_sequence"].items():
+                aucs = {name: table[name]["per_sequence"][sample]["auc"] for name in names}
+                best = max(aucs, key=aucs.get)
+                lines.append(f"| {sample} ({first['objects']}, {first['frames']}) | "
+                             + " | ".join(f"{aucs[name]:.4f}" for name in names) + f" | {best} |")
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def quality_markdown(quality_figures: dict) -> str:
+    """Table 3's layout per engine: PCC and MSE of the quality network on held-out Worst-policy samples."""
+    lines = ["| engine | PCC | MSE | held-out samples (target mean ± std) | training samples | backbone weights |",
+             "|---|---|---|---|---|---|"]
+    for engine, row in quality_figures.items():
+        def shown(value):
+            return "n/a" if value is None else f"{value:.4f}"
+        spread = ("" if row.get("heldout_target_mean") is None
+                  else f" ({row['heldout_target_mean']:.3f} ± {row['heldout_target_std']:.3f})")
+        lines.append(f"| {engine} | {shown(row['pcc'])} | {shown(row['mse'])} | {row['heldout_samples']}{spread} | "
+                     f"{row['train_samples']} | {row['backbone_weights']} |")
     return "\n".join(lines)
 
 

@@ -4,6 +4,8 @@ engine and the scribble robot), train the Wild setting's quality network, then T
     python -m recipes.ivosw_davis                                   # embedded synthetic DAVIS 2017 videos, CPU minutes
     python -m recipes.ivosw_davis --data-dir DAVIS2017              # real DAVIS 2017: train on train, evaluate on val
     python -m recipes.ivosw_davis --stage evaluate --model ivosw-davis --data-dir DAVIS2017 --json out.json
+    python -m recipes.ivosw_davis --stage evaluate --benchmark youtube-vos --model RUN_DIR/model \
+        --data-dir YouTubeVOS2018 --json ytvos.json                 # the paper's 50-sequence YouTube-VOS protocol
 
 Stages (each resumable: a re-run continues or reuses what RUN_DIR holds; `--restart` starts over):
 1. prefill: μ̂, σ̂ of the random policy (`--random-runs` per training video and round) and the replay buffer
@@ -19,13 +21,36 @@ Stages (each resumable: a re-run continues or reuses what RUN_DIR holds; `--rest
 Writes to RUN_DIR: model/ (`IVOSWRecommender`: agent + quality network, `zoo.load`-able), evaluation/<engine>-<setting>
 .json, table1.md, curves.png, per_sequence.csv, metrics.json, results.json, logs/.
 `--stage evaluate --model NAME_OR_DIR` evaluates a saved agent without training and writes `--json`.
-Engines: `recipes._ivosw_common.ENGINES` (now the weight-free "flow" engine); the agent is trained with the first of
-`--engines` and evaluated, unchanged, with each.
+Engines: `recipes._ivosw_common.ENGINES` ("flow", the weight-free engine, by default; "matching", the learned engine
+of `recipes.ivosw_engine_davis`, needs its trained weights); the agent is trained with the first of `--engines` and
+evaluated, unchanged, with each.
+
+`--benchmark youtube-vos` (only with `--stage evaluate`: the agent is trained on DAVIS and tested, unchanged, for
+generalisation, as in the paper; `--stage all` with it is an error saying so) evaluates on the paper's YouTube-VOS
+protocol: `--data-dir` is a YouTube-VOS 2018 release root read by `datamodules.youtube_vos.YouTubeVOS(root, "train",
+2018)` (the authors take 50 sequences of the 2018 *train* split, whose annotations are dense on the sampled frames:
+every 5th frame of the video, the frames JPEGImages holds); without `--data-dir`, a synthetic tree of that layout.
+- Sequences: `--sequences` names them; otherwise `--num-sequences` (default 50, fewer if fewer exist) chosen by
+  `youtube_vos_selection`: among the videos whose meta.json lists at least one annotated object, the ones with the
+  smallest SHA-1 hex digest of their name, evaluated in name order. The rule depends on nothing but the names (not
+  on `--seed`, numpy or Python versions), and a video keeps its place when others are added to the release.
+- Round 1: the authors' re-annotation (3 scribbles per sequence) cannot be downloaded, so every sequence is one
+  sample whose round 1 is the zoo's robot scribbling an empty prediction on the frame showing the most objects
+  (`zoo.ivosw.session.first_frame_for_robot`): "<video>#robot" in the JSON; `--scribbles` has no effect.
+- Ground truth (`youtube_vos_session_video`): every sampled frame's annotation (a frame without one, which no object
+  of meta.json lists, is all background); objects are the ids of meta.json with pixels in the video, renumbered
+  1..K in id order. An object entering after frame 0 is background in the ground truth before it enters, so a
+  frame without it scores J = F = 1 for it when the engine predicts none of it there (davis-interactive's rule).
+- `--max-side` (default 854, DAVIS 480p's width: 1280x720 becomes 854x480, the scale the agent and the quality
+  network were trained at, and less than half the pixels; 0 keeps the native size) shrinks frames (area) and
+  ground truth (nearest) so that the longer side is at most that.
+The JSON names the benchmark, the selection rule and the chosen videos.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -33,6 +58,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -40,6 +66,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from datamodules.davis import DAVIS
 from datamodules.synthetic_vos import synthetic_root
+from datamodules.youtube_vos import YouTubeVOS
 from recipes import _ivosw_common as common
 from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warnings, progress, quiet_lightning
 from recipes._run_dir import EpochSeededSampler, RunDirectory, checkpoint_state, hardware
@@ -48,10 +75,13 @@ from zoo.ivosw.env import TEST_ROUNDS, TRAIN_ROUNDS
 from zoo.ivosw.model import IVOSWRecommender
 from zoo.ivosw.module import GOAL_REWARDS, REWARDS, STATE_FEATURES, IVOSWAgentModule
 from zoo.ivosw.quality import QualityDataset, QualityModule, pearson_and_mse
-from zoo.ivosw.session import SETTINGS, InteractiveSession
+from zoo.ivosw.session import SETTINGS, InteractiveSession, SessionVideo
 
 PAPER = "Learning to Recommend Frame for Interactive Video Object Segmentation in the Wild (Yin et al., CVPR 2021)"
 PAPER_URL = "https://arxiv.org/abs/2103.10391"
+BENCHMARKS = ("davis", "youtube-vos")
+YOUTUBE_VOS_SEQUENCES = 50  # the paper's YouTube-VOS protocol: 50 sequences of the 2018 train split
+YOUTUBE_VOS_MAX_SIDE = 854  # DAVIS 480p's width
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,11 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stage", choices=("all", "evaluate"), default="all",
                         help="all: every stage; evaluate: only Table 1 of a saved agent (--model)")
     data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", type=Path, default=None, help="DAVIS root (default: embedded synthetic videos)")
+    data.add_argument("--benchmark", choices=BENCHMARKS, default="davis",
+                      help="youtube-vos: --stage evaluate only, on YouTube-VOS 2018 train (module docstring)")
+    data.add_argument("--data-dir", type=Path, default=None, help="DAVIS root, or with --benchmark youtube-vos a "
+                      "YouTube-VOS 2018 root (default: embedded synthetic videos)")
     data.add_argument("--year", type=int, default=2017, choices=(2016, 2017))
     data.add_argument("--train-split", default="train")
     data.add_argument("--eval-split", default="val")
     data.add_argument("--sequences", nargs="+", default=None, help="evaluate only these sequences")
+    data.add_argument("--num-sequences", type=int, default=None,
+                      help=f"youtube-vos: how many sequences `youtube_vos_selection` picks when --sequences is not "
+                           f"given (default {YOUTUBE_VOS_SEQUENCES}, the paper's)")
+    data.add_argument("--max-side", type=int, default=None,
+                      help=f"youtube-vos: shrink frames and ground truth so the longer side is at most this (default "
+                           f"{YOUTUBE_VOS_MAX_SIDE}; 0: native size)")
     data.add_argument("--scribbles", choices=("all", "first"), default="all",
                       help="every scribble file of a sequence is one sample, or only 001 (robot where none)")
     data.add_argument("--synthetic-train", type=int, default=6)
@@ -72,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--synthetic-frames", type=int, default=24)
     data.add_argument("--synthetic-size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
     agent = parser.add_argument_group("agent")
-    agent.add_argument("--engines", nargs="+", default=list(common.ENGINES), choices=list(common.ENGINES),
-                       help="interactive VOS engines; the agent trains with the first")
+    agent.add_argument("--engines", nargs="+", default=["flow"], choices=list(common.ENGINES),
+                       help="interactive VOS engines; the agent trains with the first (matching: the learned engine, "
+                            "which needs trained weights, see recipes.ivosw_engine_davis)")
     agent.add_argument("--hidden", type=int, default=128)
     agent.add_argument("--head-hidden", type=int, default=128)
     agent.add_argument("--window", type=int, default=25, help="frames per training episode (the paper's N' = 25; "
@@ -154,6 +194,68 @@ def load_data(args, need_train: bool = True):
     if not evaluation:
         raise ValueError(f"no evaluation sequence in {args.data_dir or 'the synthetic tree'}")
     return train, evaluation, described, trained_on
+
+
+def youtube_vos_selection(meta: dict, count: int = YOUTUBE_VOS_SEQUENCES) -> list[str]:
+    """The evaluation videos of the YouTube-VOS protocol, in name order: among the videos of ``meta`` (meta.json's
+    "videos") with at least one object whose "frames" list is not empty, the ``count`` with the smallest SHA-1 hex
+    digest of their name (all of them where fewer exist)."""
+    if count < 1:
+        raise ValueError(f"the number of sequences must be at least 1, got {count}")
+    eligible = [name for name, video in meta.items()
+                if any(entry.get("frames") for entry in video.get("objects", {}).values())]
+    return sorted(sorted(eligible, key=lambda name: hashlib.sha1(name.encode()).hexdigest())[:count])
+
+
+def youtube_vos_session_video(sequence, max_side: int = 0) -> SessionVideo:
+    """A `SessionVideo` of a YouTube-VOS train `VideoSequence` (module docstring): every sampled frame with its
+    annotation (all background where a frame has none), meta.json's objects that have pixels renumbered 1..K, and,
+    with ``max_side`` > 0, frames (area) and ground truth (nearest) shrunk so the longer side is at most it."""
+    frames = np.stack([sequence.frame(i) for i in range(len(sequence))])
+    masks = [sequence.mask(i) for i in range(len(sequence))]
+    labels = np.stack([np.zeros(frames.shape[1:3], np.uint8) if mask is None else mask for mask in masks])
+    present = set(np.unique(labels).tolist())
+    objects = [object_id for object_id in sequence.object_ids if object_id in present]
+    if not objects:
+        raise ValueError(f"YouTube-VOS video {sequence.name!r} has no annotated object pixel on its frames")
+    renumber = np.zeros(256, np.uint8)
+    renumber[255] = 255
+    renumber[objects] = np.arange(1, len(objects) + 1)
+    labels = renumber[labels]
+    height, width = frames.shape[1:3]
+    if max_side and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        frames = np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
+        labels = np.stack([cv2.resize(label, size, interpolation=cv2.INTER_NEAREST) for label in labels])
+    return SessionVideo(sequence.name, np.ascontiguousarray(frames), np.ascontiguousarray(labels), len(objects))
+
+
+def youtube_vos_videos(args) -> tuple[list[SessionVideo], str, dict]:
+    """(session videos, what they are, how they were chosen) of `--benchmark youtube-vos`. Raises FileNotFoundError,
+    ValueError, KeyError (an unknown --sequences name)."""
+    if args.data_dir is not None:
+        root, what = args.data_dir, f"YouTube-VOS 2018 train ({args.data_dir})"
+    else:
+        height, width = args.synthetic_size
+        root = synthetic_root("youtube_vos", split="train", num_videos=args.synthetic_val,
+                              num_frames=args.synthetic_frames, height=height, width=width, seed=args.seed)
+        what = f"synthetic YouTube-VOS 2018 train ({args.synthetic_frames} frames, {height}x{width})"
+    count = YOUTUBE_VOS_SEQUENCES if args.num_sequences is None else args.num_sequences
+    if args.sequences is not None:
+        names, rule = list(args.sequences), "named by --sequences"
+    else:
+        names = youtube_vos_selection(YouTubeVOS(root, "train", 2018, videos=[]).meta, count)
+        rule = (f"the {count} videos (fewer where fewer exist) with an annotated object whose names have the "
+                "smallest SHA-1 hex digests, in name order")
+    if not names:
+        raise ValueError(f"no video with an annotated object in {root / 'train' / 'meta.json'}")
+    max_side = YOUTUBE_VOS_MAX_SIDE if args.max_side is None else args.max_side
+    videos = [youtube_vos_session_video(sequence, max_side) for sequence in YouTubeVOS(root, "train", 2018,
+                                                                                       videos=names)]
+    selection = {"rule": rule, "videos": names, "max_side": max_side or None,
+                 "round_1": "the robot on an empty prediction (the authors' scribbles cannot be downloaded)"}
+    return videos, f"{what}, {len(videos)} videos", selection
 
 
 class CountedVideo:
@@ -408,7 +510,9 @@ def write_outputs(args, argv, measured, quality_figures, described, trained_on, 
         "paper_url": PAPER_URL, "benchmark": f"DAVIS {args.year if args.data_dir else '2017 (synthetic)'} interactive",
         "command": "python -m recipes.ivosw_davis " + shlex.join(argv), "hardware": hardware(args.accelerator),
         "synthetic": args.data_dir is None, "trained_on": trained_on, "seconds": seconds, "counts": counts,
-        "table1": table, "quality": quality_figures, "results": results, "paper_results": common.paper_results(),
+        "table1": table, "quality": quality_figures, "per_sequence_table": common.per_sequence_markdown(measured),
+        "table1_markdown": table, "table3_markdown": common.quality_markdown(quality_figures),
+        "results": results, "paper_results": common.paper_results(),
         "notes": extra_notes,
     }
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
@@ -424,20 +528,28 @@ def evaluate_only(args) -> dict:
 
     if args.model is None:
         raise SystemExit("ivosw_davis: error: --stage evaluate needs --model (a zoo name or a model folder)")
+    selection = None
     try:
-        _, evaluation, described, _ = load_data(args, need_train=False)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"ivosw_davis: error: --data-dir {args.data_dir}: {error}") from None
+        if args.benchmark == "youtube-vos":
+            videos, described, selection = youtube_vos_videos(args)
+        else:
+            _, evaluation, described, _ = load_data(args, need_train=False)
+            videos = common.session_videos(evaluation, args.scribbles)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise SystemExit(f"ivosw_davis: error: --data-dir {args.data_dir}: {message}") from None
     model = load(args.model)
     engine = args.engine or model.engine
-    videos = common.session_videos(evaluation, args.scribbles)
     pool = common.EnginePool(args.cache_dir, args.engines_in_memory)
     plans = len(args.strategies) + (common.RANDOM_RUNS - 1 if "random" in args.strategies else 0)
     with progress(total=len(videos) * plans, desc="sessions", unit="session") as bar:
         table = common.evaluate_setting(videos, pool, engine, args.setting, args.rounds, model,
                                         model.quality_network, args.strategies, args.seed, bar)
     result = {**common.evaluation_json(table, engine, args.setting, args.rounds), "model": args.model,
-              "data": described, "sequences": [common.sample_name(v) for v in videos]}
+              "benchmark": args.benchmark, "data": described,
+              "sequences": [common.sample_name(v) for v in videos]}
+    if selection is not None:
+        result["selection"] = selection
     text = json.dumps(result, indent=2)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -446,9 +558,29 @@ def evaluate_only(args) -> dict:
     return result
 
 
+def check_benchmark(args) -> None:
+    """One-line errors for options that do not fit `--benchmark` / `--stage`."""
+    if args.benchmark == "youtube-vos" and args.stage != "evaluate":
+        raise SystemExit(
+            "ivosw_davis: error: --benchmark youtube-vos only evaluates (the paper trains on DAVIS and tests on "
+            "YouTube-VOS for generalisation): train on DAVIS (python -m recipes.ivosw_davis --data-dir DAVIS2017 "
+            "--run-dir RUN_DIR), then evaluate with --stage evaluate --benchmark youtube-vos --model RUN_DIR/model "
+            "--data-dir YOUTUBE_VOS_2018 --json OUT")
+    if args.benchmark == "davis":
+        given = [flag for flag, value in (("--num-sequences", args.num_sequences), ("--max-side", args.max_side))
+                 if value is not None]
+        if given:
+            raise SystemExit(f"ivosw_davis: error: {', '.join(given)} apply only to --benchmark youtube-vos")
+    if args.num_sequences is not None and args.num_sequences < 1:
+        raise SystemExit(f"ivosw_davis: error: --num-sequences must be at least 1, got {args.num_sequences}")
+    if args.max_side is not None and args.max_side < 0:
+        raise SystemExit(f"ivosw_davis: error: --max-side must be 0 (native size) or positive, got {args.max_side}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    check_benchmark(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed, workers=True, verbose=False)

@@ -1,7 +1,9 @@
 """`python -m recipes.ivosw_davis` end to end on a tiny synthetic DAVIS 2017 tree (3 videos of 8 frames, tiny
 networks): every Table 1 cell for every setting, one curve value per round, Random's 5 runs and their mean, the
 `--stage evaluate` JSON layout of the issue, the saved recommender, a re-run that trains nothing, and a bad
---data-dir as a one-line error naming it."""
+--data-dir as a one-line error naming it. `--benchmark youtube-vos` on a synthetic YouTube-VOS 2018 train tree in the
+release layout: the sequence selection rule, the session videos (object ids renumbered, late entries, a frame without
+annotation), the evaluate JSON, and evaluation-only as a one-line error."""
 
 from __future__ import annotations
 
@@ -133,3 +135,131 @@ def test_a_bad_data_dir_is_a_one_line_error_naming_it(tmp_path):
         ivosw_davis.main(["--data-dir", str(missing), "--run-dir", str(tmp_path / "run")])
     message = str(raised.value.code)
     assert str(missing) in message and "\n" not in message
+
+
+# -- --benchmark youtube-vos: evaluation only, on a synthetic YouTube-VOS 2018 train tree in the release layout --------
+
+
+def _tiny_model(folder):
+    import torch
+
+    from zoo.ivosw.model import IVOSWRecommender
+
+    torch.manual_seed(0)
+    IVOSWRecommender(hidden=8, head_hidden=8, quality_input_size=32, quality_min_side=16.0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def youtube_tree(tmp_path_factory):
+    from datamodules.synthetic_vos import write_youtube_vos
+
+    return write_youtube_vos(tmp_path_factory.mktemp("ytvos") / "YouTubeVOS2018", split="train", num_videos=3,
+                             num_frames=6, height=48, width=64, seed=0)
+
+
+def test_youtube_vos_selection_is_deterministic_capped_at_50_and_skips_videos_without_objects():
+    import hashlib
+
+    meta = {f"v{i:03d}": {"objects": {"1": {"category": "cat", "frames": ["00000"]}}} for i in range(60)}
+    meta["empty"] = {"objects": {}}
+    meta["unlisted"] = {"objects": {"1": {"category": "cat", "frames": []}}}
+    chosen = ivosw_davis.youtube_vos_selection(meta)
+    assert len(chosen) == 50 == ivosw_davis.YOUTUBE_VOS_SEQUENCES and chosen == sorted(chosen)
+    assert "empty" not in chosen and "unlisted" not in chosen
+    # the documented rule: the smallest SHA-1 hex digests of the names, whatever the order of meta.json
+    by_digest = sorted((n for n in meta if n.startswith("v")), key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+    assert chosen == sorted(by_digest[:50])
+    assert ivosw_davis.youtube_vos_selection(dict(reversed(list(meta.items())))) == chosen
+    assert ivosw_davis.youtube_vos_selection(meta, 5) == sorted(by_digest[:5])
+    few = {name: meta[name] for name in ("v001", "v002", "empty")}
+    assert ivosw_davis.youtube_vos_selection(few) == ["v001", "v002"]  # fewer than 50 exist: all of them
+
+
+def test_youtube_vos_session_video_renumbers_objects_and_keeps_late_entries(youtube_tree, tmp_path):
+    import shutil
+
+    import cv2
+
+    from datamodules.vos_io import read_label_png, write_label_png
+    from datamodules.youtube_vos import YouTubeVOS
+
+    root = tmp_path / "tree"
+    shutil.copytree(youtube_tree, root)
+    meta_path = root / "train" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    name = "00synth000"  # two objects, the second entering at frame 6 // 3 = 2
+    annotations = root / "train" / "Annotations" / name
+    # object 2 becomes object 5 (ids of meta.json need not be 1..K), object 7 is listed but has no pixel, and the
+    # last frame loses its annotation file
+    objects = meta["videos"][name]["objects"]
+    objects["5"] = objects.pop("2")
+    objects["7"] = {"category": "cat", "frames": [objects["1"]["frames"][0]]}
+    last = sorted(annotations.glob("*.png"))[-1]
+    for entry in objects.values():
+        entry["frames"] = [stem for stem in entry["frames"] if stem != last.stem]
+    meta_path.write_text(json.dumps(meta))
+    originals = {}
+    for png in sorted(annotations.glob("*.png")):
+        labels = read_label_png(png)
+        originals[png.stem] = labels
+        write_label_png(png, np.where(labels == 2, 5, labels).astype(np.uint8))
+    last.unlink()
+    sequence = YouTubeVOS(root, "train", 2018, videos=[name])[name]
+    video = ivosw_davis.youtube_vos_session_video(sequence, max_side=0)
+    assert video.num_objects == 2 and video.frames.shape == (6, 48, 64, 3)
+    for t, stem in enumerate(sorted(originals)):
+        expected = np.zeros((48, 64), np.uint8) if stem == last.stem else originals[stem]
+        np.testing.assert_array_equal(video.ground_truth[t], expected)
+    entered = sequence.first_appearance()[5]
+    assert entered == 2 and not (video.ground_truth[:entered] == 2).any() and (video.ground_truth[entered] == 2).any()
+    small = ivosw_davis.youtube_vos_session_video(sequence, max_side=32)
+    assert small.frames.shape == (6, 24, 32, 3) and small.ground_truth.shape == (6, 24, 32)
+    for t in range(6):  # labels shrink by nearest neighbour: no id is blended into another
+        np.testing.assert_array_equal(small.ground_truth[t], cv2.resize(video.ground_truth[t], (32, 24),
+                                                                       interpolation=cv2.INTER_NEAREST))
+    assert ivosw_davis.youtube_vos_session_video(sequence, max_side=100).frames.shape == (6, 48, 64, 3)  # no upscaling
+
+
+def test_evaluate_stage_on_youtube_vos_picks_the_sequences_and_writes_the_json(youtube_tree, tmp_path):
+    from datamodules.youtube_vos import YouTubeVOS
+
+    model = _tiny_model(tmp_path / "model")
+    out = tmp_path / "ytvos.json"
+    base = ["--stage", "evaluate", "--benchmark", "youtube-vos", "--model", str(model), "--data-dir",
+            str(youtube_tree), "--rounds", "2", "--threads", "1"]
+    result = ivosw_davis.main([*base, "--num-sequences", "2", "--json", str(out)])
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(result))
+    chosen = ivosw_davis.youtube_vos_selection(YouTubeVOS(youtube_tree, "train", 2018, videos=[]).meta, 2)
+    assert len(chosen) == 2
+    assert written["benchmark"] == "youtube-vos" and written["selection"]["videos"] == chosen
+    assert written["selection"]["max_side"] == 854  # by default DAVIS 480p's width
+    assert written["sequences"] == [f"{name}#robot" for name in chosen]  # round 1: the robot, no scribble file
+    assert (written["engine"], written["setting"], written["rounds"]) == ("flow", "wild", 2)
+    assert set(written["strategies"]) == {"ours", "random", "linspace", "worst"}
+    for name, row in written["strategies"].items():
+        assert len(row["curve"]) == 2 and all(0.0 <= value <= 1.0 for value in row["curve"]), name
+        assert row["auc"] == pytest.approx(ivosw_auc([0.0, *row["curve"]])) or name == "random"
+    assert len(written["strategies"]["random"]["runs"]) == 5
+    other = next(n for n in YouTubeVOS(youtube_tree, "train", 2018).names if n not in chosen)
+    named = ivosw_davis.main([*base, "--sequences", other, "--strategies", "worst", "--max-side", "32"])
+    assert named["sequences"] == [f"{other}#robot"] and named["selection"]["max_side"] == 32
+    assert named["selection"]["rule"] == "named by --sequences" and list(named["strategies"]) == ["worst"]
+
+
+def test_youtube_vos_is_evaluation_only_and_its_errors_are_one_line(youtube_tree, tmp_path):
+    with pytest.raises(SystemExit) as raised:
+        ivosw_davis.main(["--benchmark", "youtube-vos", "--data-dir", str(youtube_tree), "--run-dir",
+                          str(tmp_path / "run")])
+    message = str(raised.value.code)
+    assert "--stage evaluate" in message and "train on DAVIS" in message and "\n" not in message
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit) as raised:
+        ivosw_davis.main(["--stage", "evaluate", "--model", "x", "--max-side", "32"])
+    assert "--max-side" in str(raised.value.code) and "youtube-vos" in str(raised.value.code)
+    with pytest.raises(SystemExit) as raised:
+        ivosw_davis.main(["--stage", "evaluate", "--benchmark", "youtube-vos", "--model", str(tmp_path / "none"),
+                          "--data-dir", str(youtube_tree), "--sequences", "no-such-video"])
+    message = str(raised.value.code)
+    assert "no-such-video" in message and str(youtube_tree) in message and "\n" not in message

@@ -36,6 +36,7 @@ MODEL_TYPES: dict[str, str] = {
     "alba": "zoo.alba.model:ALBASegmenter",
     "ivosw": "zoo.ivosw.model:IVOSWRecommender",
     "segmenter": "zoo.vision.segmenter:InstanceSegmenter",
+    "matching-engine": "zoo.interactive.matching_engine:MatchingEngine",
 }
 
 # Files a zoo checkpoint needs; the card, plots and tables of a Hub repo are not downloaded to load it.

@@ -2,7 +2,7 @@
 
 `InteractiveScribblesRobot` / `RobotSession` / `choose_frame` (robot.py), `load_scribbles`, `save_scribbles`,
 `scribbles_to_mask`, ... (scribbles.py); interactive VOS engines behind one interface (`InteractiveEngine`,
-the weight-free `FlowPropagationEngine`, engines.py); the image geometry they share is in geometry.py. The matching metrics are in
+the weight-free `FlowPropagationEngine`, engines.py; the learned `MatchingEngine`, matching_engine.py); the image geometry they share is in geometry.py. The matching metrics are in
 `zoo.metrics.interactive`.
 """
 
@@ -17,7 +17,7 @@ from zoo.interactive.scribbles import (
 )
 
 __all__ = [
-    "EngineOutput", "FlowPropagationEngine", "InteractiveEngine", "InteractiveScribblesRobot", "RobotSession", "annotated_frames", "choose_frame", "empty_scribbles",
+    "EngineOutput", "FlowPropagationEngine", "InteractiveEngine", "InteractiveScribblesRobot", "MatchingEngine", "RobotSession", "annotated_frames", "choose_frame", "empty_scribbles",
     "fuse_scribbles", "load_scribbles", "save_scribbles", "scribble_outside_fraction", "scribbles_to_mask",
 ]
 
@@ -30,4 +30,8 @@ def __getattr__(name: str):
         from zoo.interactive import engines
 
         return getattr(engines, name)
+    if name == "MatchingEngine":
+        from zoo.interactive import matching_engine
+
+        return matching_engine.MatchingEngine
     raise AttributeError(f"module 'zoo.interactive' has no attribute {name!r}")
