@@ -1,6 +1,6 @@
 """`python -m recipes.benchmark ivosw` on a few downscaled real DAVIS frames with random weights: one JSON line on
 stdout, the random weights labelled, the agent timed on a state of the requested length, the quality network on one
-and two objects, the engine's first round (with the flow) reported apart from the later ones. Skips without
+and two objects, each engine's first round (with its per-video work) reported apart from the later ones. Skips without
 ../shared (the benchmark runs on real frames only)."""
 
 from __future__ import annotations
@@ -45,11 +45,13 @@ def test_random_weights_smoke_run_prints_one_labelled_json_line(blackswan, capfd
     assert quality["frame_size"] == [120, 214] and quality["backbone_weights"] != "random"
     assert 0 < quality["1_object_median_ms"] < math.inf and 0 < quality["2_objects_median_ms"] < math.inf
 
-    engine = result["engine"]
-    assert engine["rounds"] == 3 and len(engine["seconds_per_round"]) == 3
-    assert engine["first_round_seconds"] == engine["seconds_per_round"][0]
-    assert engine["later_rounds_max_seconds"] == max(engine["seconds_per_round"][1:])
-    assert engine["flow_calls"] == 2 * (3 - 1)  # forward and backward flow per pair, computed once
-    assert len(set(engine["frames_annotated"])) == 3  # Worst never repeats a frame while others are left
-    assert len(engine["jf_curve"]) == 3 and all(0 <= jf <= 1 for jf in engine["jf_curve"])
+    assert list(result["engines"]) == ["flow", "matching"]  # the weight-free and the learned engine
+    for name, engine in result["engines"].items():
+        assert engine["rounds"] == 3 and len(engine["seconds_per_round"]) == 3
+        assert engine["first_round_seconds"] == engine["seconds_per_round"][0]
+        assert engine["later_rounds_max_seconds"] == max(engine["seconds_per_round"][1:])
+        assert len(set(engine["frames_annotated"])) == 3  # Worst never repeats a frame while others are left
+        assert len(engine["jf_curve"]) == 3 and all(0 <= jf <= 1 for jf in engine["jf_curve"])
+    assert result["engines"]["flow"]["flow_calls"] == 2 * (3 - 1)  # forward and backward flow per pair, once
+    assert "keys of every frame" in result["engines"]["matching"]["first_round_meaning"]
     assert result["peak_rss_mib"] >= result["rss_after_mib"] > 0

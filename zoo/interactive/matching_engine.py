@@ -50,12 +50,10 @@ and T·P·64 float32 keys (10 MB for blackswan).
 
 Weights: `recipes.ivosw_engine_davis` trains the key head and τ (cross-entropy of the memory read against the query
 frame's ground truth on the grid) and writes a folder `zoo.load` reads (model_type ``matching-engine``). Measured by
-that recipe on the four held-out DAVIS 2016 val videos (small real samples, not a benchmark result): semi-supervised
-J&F 0.556 from the first-frame mask (flow engine 0.593, repeat-the-first-mask 0.226, the same engine with its key
-head untrained 0.301); J&F after robot rounds 1–3: 0.373, 0.496, 0.558 (flow engine 0.396, 0.403, 0.538). The
-learned engine is weaker than flow propagation from a single annotated frame on fast videos (drift-chicane,
-scooter-black: appearance changes the one memory frame does not cover) and stronger once several frames are
-annotated.
+that recipe on held-out DAVIS 2016 val videos beside the flow engine and "repeat the first mask" (per sequence:
+the `ivosw-engine-davis` card, from the run's results.json). There the learned engine was weaker than flow
+propagation from a single annotated frame on fast videos (appearance changes the one memory frame does not cover)
+and stronger once several frames were annotated.
 """
 
 from __future__ import annotations
