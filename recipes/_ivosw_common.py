@@ -435,12 +435,17 @@ def model_digest(folder: Path) -> str:
     return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()[:16]
 
 
-def evaluate(args, model, quality_networks: dict, videos, pool, engines, settings, digest: str) -> dict:
-    """{engine: {setting: Table 1 cells}}, each (engine, setting) kept in RUN_DIR/evaluation/ and reused when the
-    model, the engine's quality network, the videos, rounds and strategies are the same."""
+def evaluate(args, model, quality_networks: dict, videos, pool, engines, settings,
+             digest: str) -> tuple[dict, dict]:
+    """({engine: {setting: Table 1 cells}}, {"<engine>-<setting>": seconds it took}), each (engine, setting) kept in
+    RUN_DIR/evaluation/ with its seconds and reused when the model, the engine's quality network, the videos, rounds
+    and strategies are the same (a reused cell reports the seconds of the run that computed it)."""
+    import time
+
     from zoo.hub import state_digest
 
     measured = {engine: {} for engine in engines}
+    seconds = {}
     plans = len(args.strategies) + (RANDOM_RUNS - 1 if "random" in args.strategies else 0)
     with progress(total=len(engines) * len(settings) * len(videos) * plans, desc="Table 1 sessions",
                   unit="session") as bar:
@@ -452,15 +457,19 @@ def evaluate(args, model, quality_networks: dict, videos, pool, engines, setting
                             "rounds": args.rounds, "strategies": args.strategies, "seed": args.seed}
                 path = args.run_dir / "evaluation" / f"{engine}-{setting}.json"
                 if path.is_file() and json.loads(path.read_text()).get("identity") == identity:
-                    measured[engine][setting] = json.loads(path.read_text())["table"]
+                    stored = json.loads(path.read_text())
+                    measured[engine][setting] = stored["table"]
+                    seconds[f"{engine}-{setting}"] = stored.get("seconds")
                     bar.update(len(videos) * plans)
                     continue
+                started = time.perf_counter()
                 table = evaluate_setting(videos, pool, engine, setting, args.rounds, model, network,
                                          args.strategies, args.seed, bar)
+                took = seconds[f"{engine}-{setting}"] = round(time.perf_counter() - started, 2)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({"identity": identity, "table": table}, indent=2))
+                path.write_text(json.dumps({"identity": identity, "table": table, "seconds": took}, indent=2))
                 measured[engine][setting] = table
-    return measured
+    return measured, seconds
 
 
 def evaluation_json(table: dict, engine: str, setting: str, rounds: int) -> dict:

@@ -290,7 +290,10 @@ class StageSeconds(dict):
         self.path = path
 
     def record(self, stage: str, since: float, resumed: bool = False) -> None:
-        self[stage] = round((self.get(stage, 0.0) if resumed else 0.0) + time.perf_counter() - since, 2)
+        self.set(stage, (self.get(stage, 0.0) if resumed else 0.0) + time.perf_counter() - since)
+
+    def set(self, stage: str, seconds: float | None) -> None:
+        self[stage] = None if seconds is None else round(seconds, 2)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self, indent=2))
 
@@ -451,10 +454,10 @@ def train_quality(args, engine: str, train_videos, heldout_videos, pool, run: Ru
 
 def notes(args, dropped: list, window: int, quality_size: int, min_side: float) -> list[str]:
     return [
-        f"Engines: {', '.join(args.engines)} (the weight-free FlowPropagationEngine: watershed seeds from scribbles, "
-        "DIS flow propagation, nearest-annotated-frame fusion), not the paper's ATNet / MANet / IPN"
-        + ("; the learned engine of the issue is not built yet, so Table 1 has one engine column here."
-           if len(args.engines) == 1 else "."),
+        f"Engines: {', '.join(args.engines)} (flow: the weight-free FlowPropagationEngine, watershed seeds from "
+        "scribbles, DIS flow propagation, nearest-annotated-frame fusion; matching: the learned MatchingEngine of "
+        "ivosw-engine-davis, a space-time-memory read on ImageNet Lite0 keys), not the paper's ATNet / MANet / IPN; "
+        "the agent trained with the first and is evaluated unchanged with each.",
         f"Agent: {args.agent_epochs} epochs of one episode per training video ({window}-frame windows, "
         f"{args.train_rounds} rounds), Adam lr {args.lr} (the paper: 5e-6), ε decays over "
         f"{args.epsilon_steps or 'all the run’s'} decisions (the paper: 5000), buffer {args.buffer} pre-filled with "
@@ -471,6 +474,9 @@ def notes(args, dropped: list, window: int, quality_size: int, min_side: float) 
         f"most {args.quality_samples} Worst-policy samples "
         f"({args.quality_rounds} rounds; a frame's sample only when its map changed in the round).",
         "Table 3 figures are on Worst-policy samples of the evaluation videos, which neither network trained on.",
+        f"Each engine's Wild rows use a quality network trained on that engine's own outputs; the saved model holds the "
+        f"one of the first engine ({args.engines[0]}), so `--stage evaluate --model ... --engine` with another engine "
+        "pairs that engine with it (RUN_DIR/checkpoints/quality-<engine>/ keeps the others).",
         f"Evaluation: {args.rounds} rounds, round 1 the scribble file where the data has one, else the robot on an "
         "empty prediction; curves are the object-weighted mean over (sequence, scribble); Random is 5 runs "
         f"(seeds {args.seed}..{args.seed + common.RANDOM_RUNS - 1}), mean ± sample std. The time AUC and J&F@60 s use "
@@ -624,10 +630,11 @@ def main(argv: list[str] | None = None) -> dict:
         model = load_folder(args.run_dir / "model", expected_type="ivosw")  # evaluate what was saved
         networks = {engine: module.network for engine, module in quality_modules.items()}
         networks[args.engines[0]] = model.quality_network
-        started = time.perf_counter()
-        measured = common.evaluate(args, model, networks, eval_videos, pool, args.engines, args.settings,
-                                   common.model_digest(args.run_dir / "model"))
-        seconds.record("evaluate", started)
+        measured, evaluation_seconds = common.evaluate(args, model, networks, eval_videos, pool, args.engines,
+                                                       args.settings, common.model_digest(args.run_dir / "model"))
+        seconds.pop("evaluate", None)  # before per-cell seconds, one figure for the whole stage
+        for cell, took in evaluation_seconds.items():
+            seconds.set(f"evaluate-{cell}", took)
         prefill_file = run.checkpoints / "prefill" / "prefill.pt"
         dropped = torch.load(prefill_file, weights_only=True)["dropped"] if prefill_file.is_file() else []
         summary = write_outputs(args, argv, measured, quality_figures, described, trained_on, seconds, counts,

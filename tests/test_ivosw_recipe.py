@@ -60,6 +60,8 @@ def test_run_directory_holds_every_strategy_for_every_setting(run):
     rows = (run_dir / "per_sequence.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 * len(common.STRATEGIES)  # header + one evaluation video per setting × strategy
     assert np.isfinite(metrics["quality"]["flow"]["mse"])
+    stored = json.loads((run_dir / "evaluation" / "flow-wild.json").read_text())["seconds"]
+    assert stored > 0 and summary["seconds"]["evaluate-flow-wild"] == stored  # kept with the cell it timed
 
 
 def test_results_json_separates_measured_rows_from_the_papers(run):
@@ -76,6 +78,23 @@ def test_results_json_separates_measured_rows_from_the_papers(run):
     paper_wild_ours = {m["type"]: m["value"] for m in atnet["metrics"]}["ivosw_auc_wild_ours"]
     assert paper_wild_ours == 74.10  # the paper's headline number, quoted as the paper's
     assert any("not the paper's ATNet" in note for note in summary["notes"])
+
+
+def test_card_tables_show_every_sequence_beside_the_baselines(run):
+    _, summary = run
+    table = summary["per_sequence_table"]
+    wild = table.split("**flow engine, wild**")[1]
+    header, _, row = wild.strip().splitlines()[2:5]
+    assert header.split("|")[2:-2] == [f" {name} " for name in common.STRATEGIES]
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    ours = summary["table1_markdown"]  # the per-sequence AUCs are those of the one evaluation video
+    aucs = dict(zip(common.STRATEGIES, map(float, cells[1:-1])))
+    assert cells[-1] == max(aucs, key=aucs.get)
+    assert "| flow | wild | ours | " + f"{aucs['ours']:.4f}" in ours
+    assert "**flow engine, oracle**" in table
+    quality = [cell.strip() for cell in summary["table3_markdown"].splitlines()[2].split("|")[1:-1]]
+    figures = summary["quality"]["flow"]
+    assert quality[:3] == ["flow", f"{figures['pcc']:.4f}", f"{figures['mse']:.4f}"]
 
 
 def test_saved_recommender_loads_and_recommends_a_frame(run):
