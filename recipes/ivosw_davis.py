@@ -21,9 +21,9 @@ Stages (each resumable: a re-run continues or reuses what RUN_DIR holds; `--rest
 Writes to RUN_DIR: model/ (`IVOSWRecommender`: agent + quality network, `zoo.load`-able), evaluation/<engine>-<setting>
 .json, table1.md, curves.png, per_sequence.csv, metrics.json, results.json, logs/.
 `--stage evaluate --model NAME_OR_DIR` evaluates a saved agent without training and writes `--json`.
-Engines: `recipes._ivosw_common.ENGINES` ("flow", the weight-free engine, by default; "matching", the learned engine
-of `recipes.ivosw_engine_davis`, needs its trained weights); the agent is trained with the first of `--engines` and
-evaluated, unchanged, with each.
+Engines: `recipes._ivosw_common.ENGINES`, both by default: "flow", the weight-free engine, and "matching", the learned
+engine (`recipes.ivosw_engine_davis`; the bundled `ivosw-engine-davis` weights, or $ZOO_MATCHING_ENGINE); the agent is
+trained with the first of `--engines` and evaluated, unchanged, with each.
 
 `--benchmark youtube-vos` (only with `--stage evaluate`: the agent is trained on DAVIS and tested, unchanged, for
 generalisation, as in the paper; `--stage all` with it is an error saying so) evaluates on the paper's YouTube-VOS
@@ -111,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--synthetic-frames", type=int, default=24)
     data.add_argument("--synthetic-size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
     agent = parser.add_argument_group("agent")
-    agent.add_argument("--engines", nargs="+", default=["flow"], choices=list(common.ENGINES),
+    agent.add_argument("--engines", nargs="+", default=["flow", "matching"], choices=list(common.ENGINES),
                        help="interactive VOS engines; the agent trains with the first (matching: the learned engine, "
-                            "which needs trained weights, see recipes.ivosw_engine_davis)")
+                            "the bundled ivosw-engine-davis, see recipes.ivosw_engine_davis)")
     agent.add_argument("--hidden", type=int, default=128)
     agent.add_argument("--head-hidden", type=int, default=128)
     agent.add_argument("--window", type=int, default=25, help="frames per training episode (the paper's N' = 25; "

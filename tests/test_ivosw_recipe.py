@@ -26,7 +26,7 @@ TINY = [*SYNTHETIC, "--hidden", "8", "--head-hidden", "8", "--random-runs", "4",
         "--warmup-transitions", "16", "--batch-size", "8", "--agent-epochs", "2", "--updates-per-episode", "2",
         "--quality-rounds", "2", "--quality-samples", "40", "--quality-heldout-samples", "20", "--quality-epochs",
         "1", "--quality-size", "32", "--quality-batch", "8", "--random-backbone", "--rounds", str(ROUNDS),
-        "--threads", "1"]
+        "--threads", "1", "--engines", "flow"]
 
 
 @pytest.fixture(scope="module")
