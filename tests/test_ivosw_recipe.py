@@ -14,6 +14,7 @@ import pytest
 
 from datamodules.synthetic_vos import synthetic_root
 from recipes import _ivosw_common as common
+from recipes import _ivosw_youtube_vos as youtube_vos
 from recipes import ivosw_davis
 from zoo.metrics.interactive import ivosw_auc
 
@@ -183,16 +184,16 @@ def test_youtube_vos_selection_is_deterministic_capped_at_50_and_skips_videos_wi
     meta = {f"v{i:03d}": {"objects": {"1": {"category": "cat", "frames": ["00000"]}}} for i in range(60)}
     meta["empty"] = {"objects": {}}
     meta["unlisted"] = {"objects": {"1": {"category": "cat", "frames": []}}}
-    chosen = ivosw_davis.youtube_vos_selection(meta)
-    assert len(chosen) == 50 == ivosw_davis.YOUTUBE_VOS_SEQUENCES and chosen == sorted(chosen)
+    chosen = youtube_vos.youtube_vos_selection(meta)
+    assert len(chosen) == 50 == youtube_vos.YOUTUBE_VOS_SEQUENCES and chosen == sorted(chosen)
     assert "empty" not in chosen and "unlisted" not in chosen
     # the documented rule: the smallest SHA-1 hex digests of the names, whatever the order of meta.json
     by_digest = sorted((n for n in meta if n.startswith("v")), key=lambda n: hashlib.sha1(n.encode()).hexdigest())
     assert chosen == sorted(by_digest[:50])
-    assert ivosw_davis.youtube_vos_selection(dict(reversed(list(meta.items())))) == chosen
-    assert ivosw_davis.youtube_vos_selection(meta, 5) == sorted(by_digest[:5])
+    assert youtube_vos.youtube_vos_selection(dict(reversed(list(meta.items())))) == chosen
+    assert youtube_vos.youtube_vos_selection(meta, 5) == sorted(by_digest[:5])
     few = {name: meta[name] for name in ("v001", "v002", "empty")}
-    assert ivosw_davis.youtube_vos_selection(few) == ["v001", "v002"]  # fewer than 50 exist: all of them
+    assert youtube_vos.youtube_vos_selection(few) == ["v001", "v002"]  # fewer than 50 exist: all of them
 
 
 def test_youtube_vos_session_video_renumbers_objects_and_keeps_late_entries(youtube_tree, tmp_path):
@@ -225,19 +226,19 @@ def test_youtube_vos_session_video_renumbers_objects_and_keeps_late_entries(yout
         write_label_png(png, np.where(labels == 2, 5, labels).astype(np.uint8))
     last.unlink()
     sequence = YouTubeVOS(root, "train", 2018, videos=[name])[name]
-    video = ivosw_davis.youtube_vos_session_video(sequence, max_side=0)
+    video = youtube_vos.youtube_vos_session_video(sequence, max_side=0)
     assert video.num_objects == 2 and video.frames.shape == (6, 48, 64, 3)
     for t, stem in enumerate(sorted(originals)):
         expected = np.zeros((48, 64), np.uint8) if stem == last.stem else originals[stem]
         np.testing.assert_array_equal(video.ground_truth[t], expected)
     entered = sequence.first_appearance()[5]
     assert entered == 2 and not (video.ground_truth[:entered] == 2).any() and (video.ground_truth[entered] == 2).any()
-    small = ivosw_davis.youtube_vos_session_video(sequence, max_side=32)
+    small = youtube_vos.youtube_vos_session_video(sequence, max_side=32)
     assert small.frames.shape == (6, 24, 32, 3) and small.ground_truth.shape == (6, 24, 32)
     for t in range(6):  # labels shrink by nearest neighbour: no id is blended into another
         np.testing.assert_array_equal(small.ground_truth[t], cv2.resize(video.ground_truth[t], (32, 24),
                                                                        interpolation=cv2.INTER_NEAREST))
-    assert ivosw_davis.youtube_vos_session_video(sequence, max_side=100).frames.shape == (6, 48, 64, 3)  # no upscaling
+    assert youtube_vos.youtube_vos_session_video(sequence, max_side=100).frames.shape == (6, 48, 64, 3)  # no upscaling
 
 
 def test_evaluate_stage_on_youtube_vos_picks_the_sequences_and_writes_the_json(youtube_tree, tmp_path):
@@ -250,7 +251,7 @@ def test_evaluate_stage_on_youtube_vos_picks_the_sequences_and_writes_the_json(y
     result = ivosw_davis.main([*base, "--num-sequences", "2", "--json", str(out)])
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(result))
-    chosen = ivosw_davis.youtube_vos_selection(YouTubeVOS(youtube_tree, "train", 2018, videos=[]).meta, 2)
+    chosen = youtube_vos.youtube_vos_selection(YouTubeVOS(youtube_tree, "train", 2018, videos=[]).meta, 2)
     assert len(chosen) == 2
     assert written["benchmark"] == "youtube-vos" and written["selection"]["videos"] == chosen
     assert written["selection"]["max_side"] == 854  # by default DAVIS 480p's width
