@@ -121,12 +121,77 @@ class ScribbleMaskMixin:
     ``start`` / ``interact`` / ``interact_mask``; `_segment` gives the annotated frame's labels from its strokes and
     prior (see `FlowPropagationEngine`, steps 1 and 2); `_soft` the soft one-hot probabilities of a label map;
     `_watershed_refined` the refinement of a propagated map (`FlowPropagationEngine`, step 3).
+
+    It also keeps the rounds the same way for both engines: `interact` / `interact_mask` check the round, run the
+    host's per-video work once (``_prepare_video``: the flow, the keys), take the annotated frame's labels and hand
+    them to the host's ``_commit`` (the propagation), which records the frame with `_mark_annotated` and writes frames
+    with `_set_frame`; `_reset_rounds` forgets every round.
     """
 
     frames: list[np.ndarray] | None
     num_objects: int
     blur_sigma: float
     soft_sigma: float
+
+    def _prepare_video(self) -> None:
+        """The host's per-video work (flow, features), done on the first round and kept."""
+        raise NotImplementedError
+
+    def _commit(self, frame_index: int, labels: np.ndarray) -> EngineOutput:
+        """The host's propagation of frame `frame_index`'s new labels to the other frames."""
+        raise NotImplementedError
+
+    def interact(self, frame_index: int, scribbles: Mapping[str, Any] | Sequence[Mapping]) -> EngineOutput:
+        frame_index, strokes = self._check_round(frame_index, scribbles)
+        self._prepare_video()
+        prior = None if self._new_probs() else self._labels[frame_index]
+        self._strokes.setdefault(frame_index, []).extend(strokes)
+        return self._commit(frame_index, self._segment(frame_index, strokes, prior))
+
+    def interact_mask(self, frame_index: int, labels: np.ndarray) -> EngineOutput:
+        """A round that gives frame `frame_index`'s whole (H, W) label map (ids 0..K) instead of scribbles (e.g. the
+        first-frame ground truth of semi-supervised VOS); it is propagated and fused like a scribbled round."""
+        frame_index, labels = self._check_mask(frame_index, labels)
+        self._prepare_video()
+        self._new_probs()
+        return self._commit(frame_index, labels)
+
+    def output(self) -> EngineOutput:
+        """The current masks (read-only views; copy them to keep them past the next round)."""
+        if self._probs is None:
+            raise RuntimeError("no round yet")
+        probs, labels = self._probs.view(), self._labels.view()
+        probs.flags.writeable = labels.flags.writeable = False
+        return EngineOutput(probs, labels)
+
+    @property
+    def annotated_frames(self) -> list[int]:
+        return list(self._annotated)
+
+    def _reset_rounds(self) -> None:
+        self._probs: np.ndarray | None = None  # (K + 1, T, H, W)
+        self._labels: np.ndarray | None = None  # (T, H, W)
+        self._annotated: list[int] = []  # annotated frames, oldest round first (a frame re-annotated moves last)
+        self._strokes: dict[int, list[dict]] = {}  # every stroke drawn on each frame, in order
+
+    def _new_probs(self) -> bool:
+        """Allocates the masks on the first round (True); False when they exist (the current labels are the prior)."""
+        if self._probs is not None:
+            return False
+        num_frames, (height, width) = len(self.frames), self.frames[0].shape[:2]
+        self._probs = np.zeros((self.num_objects + 1, num_frames, height, width), np.float32)
+        self._probs[0] = 1.0
+        self._labels = np.zeros((num_frames, height, width), np.uint8)
+        return True
+
+    def _mark_annotated(self, frame_index: int) -> None:
+        if frame_index in self._annotated:
+            self._annotated.remove(frame_index)
+        self._annotated.append(frame_index)
+
+    def _set_frame(self, t: int, probs: np.ndarray) -> None:
+        self._probs[:, t] = probs
+        self._labels[t] = channel_argmax(probs)
 
     @staticmethod
     def _check_frames(frames: Sequence[np.ndarray], num_objects) -> list[np.ndarray]:
@@ -328,41 +393,11 @@ class FlowPropagationEngine(ScribbleMaskMixin, InteractiveEngine):
         self.reset()
 
     def reset(self) -> None:
-        self._probs: np.ndarray | None = None  # (K + 1, T, H, W)
-        self._labels: np.ndarray | None = None  # (T, H, W)
-        self._annotated: list[int] = []  # annotated frames, oldest round first (a frame re-annotated moves last)
-        self._strokes: dict[int, list[dict]] = {}  # every stroke drawn on each frame, in order
-
-    def interact(self, frame_index: int, scribbles: Mapping[str, Any] | Sequence[Mapping]) -> EngineOutput:
-        frame_index, strokes = self._check_round(frame_index, scribbles)
-        self._ensure_flow()
-        prior = None if self._new_probs() else self._labels[frame_index]
-        self._strokes.setdefault(frame_index, []).extend(strokes)
-        return self._commit(frame_index, self._segment(frame_index, strokes, prior))
-
-    def interact_mask(self, frame_index: int, labels: np.ndarray) -> EngineOutput:
-        """A round that gives frame `frame_index`'s whole (H, W) label map (ids 0..K) instead of scribbles (e.g. the
-        first-frame ground truth of semi-supervised VOS); it is propagated and fused like a scribbled round."""
-        frame_index, labels = self._check_mask(frame_index, labels)
-        self._ensure_flow()
-        self._new_probs()
-        return self._commit(frame_index, labels)
-
-    def _new_probs(self) -> bool:
-        """Allocates the masks on the first round (True); False when they exist (the current labels are the prior)."""
-        if self._probs is not None:
-            return False
-        num_frames, (height, width) = len(self.frames), self.frames[0].shape[:2]
-        self._probs = np.zeros((self.num_objects + 1, num_frames, height, width), np.float32)
-        self._probs[0] = 1.0
-        self._labels = np.zeros((num_frames, height, width), np.uint8)
-        return True
+        self._reset_rounds()
 
     def _commit(self, frame_index: int, labels: np.ndarray) -> EngineOutput:
         """Frame `frame_index` annotated with `labels`: propagate over the frames it now owns (steps 3–4)."""
-        if frame_index in self._annotated:
-            self._annotated.remove(frame_index)
-        self._annotated.append(frame_index)
+        self._mark_annotated(frame_index)
         cell = np.nonzero(self.frame_owners() == frame_index)[0]  # a contiguous run of frames around frame_index
         self._set_frame(frame_index, self._soft(labels))
         for t in range(frame_index + 1, int(cell.max()) + 1):
@@ -370,18 +405,6 @@ class FlowPropagationEngine(ScribbleMaskMixin, InteractiveEngine):
         for t in range(frame_index - 1, int(cell.min()) - 1, -1):
             self._set_frame(t, self._refined(t, self._warp(self._probs[:, t + 1], self._forward[t])))
         return self.output()
-
-    def output(self) -> EngineOutput:
-        """The current masks (read-only views; copy them to keep them past the next round)."""
-        if self._probs is None:
-            raise RuntimeError("no round yet")
-        probs, labels = self._probs.view(), self._labels.view()
-        probs.flags.writeable = labels.flags.writeable = False
-        return EngineOutput(probs, labels)
-
-    @property
-    def annotated_frames(self) -> list[int]:
-        return list(self._annotated)
 
     # ------------------------------------------------------------------------------------------ internals
     def frame_owners(self) -> np.ndarray:
@@ -396,7 +419,7 @@ class FlowPropagationEngine(ScribbleMaskMixin, InteractiveEngine):
             owner[closer], best[closer] = annotated, distance[closer]
         return owner
 
-    def _ensure_flow(self) -> None:
+    def _prepare_video(self) -> None:  # the flows of every pair of frames
         if self._forward is not None:
             return
         forward, backward = [], []
@@ -408,10 +431,6 @@ class FlowPropagationEngine(ScribbleMaskMixin, InteractiveEngine):
             forward.append(pair[0])
             backward.append(pair[1])
         self._forward, self._backward = forward, backward
-
-    def _set_frame(self, t: int, probs: np.ndarray) -> None:
-        self._probs[:, t] = probs
-        self._labels[t] = channel_argmax(probs)
 
     def _warp(self, probs: np.ndarray, flow: np.ndarray) -> np.ndarray:
         """P'(x) = P(x + flow(x)), bilinear; outside the image counts as background; renormalised."""

@@ -61,9 +61,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -73,7 +72,7 @@ from torch import nn
 
 from zoo.backbones import create_backbone, load_backbone_state, pretrained_state
 from zoo.hub import ZooModel
-from zoo.interactive.engines import EngineOutput, InteractiveEngine, ScribbleMaskMixin, channel_argmax
+from zoo.interactive.engines import EngineOutput, InteractiveEngine, ScribbleMaskMixin
 
 STRIDE = 8  # the key grid's stride in network pixels
 SIZE_MULTIPLE = 16  # network input sides are multiples of the coarsest feature stride
@@ -218,7 +217,7 @@ class MatchingEngine(ScribbleMaskMixin, ZooModel, InteractiveEngine):
         self.refine, self.blur_sigma, self.soft_sigma = bool(refine), float(blur_sigma), float(soft_sigma)
         self.chunk, self.backbone_weights = max(1, int(chunk)), backbone_weights
         self.video_name: str | None = None  # set by the recipes' engine pool; not used (keys are keyed by pixels)
-        self.cache_dir: Path | None = None  # optional on-disk key cache (see `_ensure_keys`)
+        self.cache_dir: Path | None = None  # optional on-disk key cache (see `_prepare_video`)
         self._weights_digest: str | None = None
         self.backbone_calls = 0  # frames sent through the backbone
         self.frames: list[np.ndarray] | None = None
@@ -260,37 +259,8 @@ class MatchingEngine(ScribbleMaskMixin, ZooModel, InteractiveEngine):
         self.reset()
 
     def reset(self) -> None:
-        self._probs: np.ndarray | None = None  # (K + 1, T, H, W)
-        self._labels: np.ndarray | None = None  # (T, H, W)
-        self._annotated: list[int] = []  # oldest round first (a frame annotated again moves last)
-        self._strokes: dict[int, list[dict]] = {}
+        self._reset_rounds()
         self._memory: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # annotated frame -> pooled (keys, masks)
-
-    def interact(self, frame_index: int, scribbles: Mapping[str, Any] | Sequence[Mapping]) -> EngineOutput:
-        frame_index, strokes = self._check_round(frame_index, scribbles)
-        self._ensure_keys()
-        prior = None if self._new_probs() else self._labels[frame_index]
-        self._strokes.setdefault(frame_index, []).extend(strokes)
-        return self._commit(frame_index, self._segment(frame_index, strokes, prior))
-
-    def interact_mask(self, frame_index: int, labels: np.ndarray) -> EngineOutput:
-        """A round giving frame `frame_index`'s whole (H, W) label map (ids 0..K) instead of scribbles."""
-        frame_index, labels = self._check_mask(frame_index, labels)
-        self._ensure_keys()
-        self._new_probs()
-        return self._commit(frame_index, labels)
-
-    def output(self) -> EngineOutput:
-        """The current masks (read-only views; copy them to keep them past the next round)."""
-        if self._probs is None:
-            raise RuntimeError("no round yet")
-        probs, labels = self._probs.view(), self._labels.view()
-        probs.flags.writeable = labels.flags.writeable = False
-        return EngineOutput(probs, labels)
-
-    @property
-    def annotated_frames(self) -> list[int]:
-        return list(self._annotated)
 
     # ------------------------------------------------------------------------------------------ internals
     @property
@@ -309,7 +279,7 @@ class MatchingEngine(ScribbleMaskMixin, ZooModel, InteractiveEngine):
         return Path(self.cache_dir) / "matching-keys" / f"{self._digest[:20]}-{self._weights_digest}.pt"
 
     @torch.no_grad()
-    def _ensure_keys(self) -> None:
+    def _prepare_video(self) -> None:  # the keys of every frame
         if self._keys is not None:
             return
         path = self._cache_path()
@@ -333,16 +303,6 @@ class MatchingEngine(ScribbleMaskMixin, ZooModel, InteractiveEngine):
             os.replace(temporary, path)
             self._keys = self._keys.half().float()  # the same keys whether computed now or read back
 
-    def _new_probs(self) -> bool:
-        """Allocates the masks on the first round (True); False when they exist (the current labels are the prior)."""
-        if self._probs is not None:
-            return False
-        num_frames, (height, width) = len(self.frames), self.frames[0].shape[:2]
-        self._probs = np.zeros((self.num_objects + 1, num_frames, height, width), np.float32)
-        self._probs[0] = 1.0
-        self._labels = np.zeros((num_frames, height, width), np.uint8)
-        return True
-
     def memory_frames(self, t: int) -> tuple[int, ...]:
         """The annotated frames frame t reads from: the `max_memory_frames` nearest in time (ties: the later round)."""
         order = sorted(range(len(self._annotated)), key=lambda i: (abs(self._annotated[i] - t), -i))
@@ -350,9 +310,7 @@ class MatchingEngine(ScribbleMaskMixin, ZooModel, InteractiveEngine):
 
     @torch.no_grad()
     def _commit(self, frame_index: int, labels: np.ndarray) -> EngineOutput:
-        if frame_index in self._annotated:
-            self._annotated.remove(frame_index)
-        self._annotated.append(frame_index)
+        self._mark_annotated(frame_index)
         height, width = self.grid
         keys = self._keys[frame_index].transpose(0, 1).reshape(1, -1, height, width)
         masks = torch.from_numpy(grid_masks(labels, self.num_objects, self.grid))[None]
@@ -387,10 +345,6 @@ class MatchingEngine(ScribbleMaskMixin, ZooModel, InteractiveEngine):
         np.clip(probs, 0.0, 1.0, out=probs)
         probs /= np.maximum(probs.sum(axis=0, keepdims=True), 1e-6)
         return self._watershed_refined(t, probs) if self.refine else probs
-
-    def _set_frame(self, t: int, probs: np.ndarray) -> None:
-        self._probs[:, t] = probs
-        self._labels[t] = channel_argmax(probs)
 
 
 __all__ = ["MatchingEngine", "MatchingNetwork", "grid_masks", "grid_targets", "memory_read", "network_size",
