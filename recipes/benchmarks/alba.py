@@ -34,7 +34,7 @@ import time
 import numpy as np
 import torch
 
-from recipes.benchmarks.ftmu import os_threads, resident_mib
+from recipes.benchmarks.ftmu import cpu_load, resident_mib
 from recipes.benchmarks._davis2016 import davis2016_video
 
 DEFAULT_MODEL = "alba-davis"
@@ -184,11 +184,5 @@ def run(args: argparse.Namespace) -> dict:
                         "already in memory (crops, both networks, grouping state)",
         },
         "rss_before_model_mib": rss_start,
-        "torch_threads": torch.get_num_threads(),
-        "os_threads": os_threads(),
-        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
-        "load_average_1min_before": load_before,
-        "cpu_cores": os.cpu_count(),
-        # other processes on the cores make torch's threads wait for each other: compare --threads 1
-        "cpu_contended": bool(load_before > (os.cpu_count() or 1) - args.threads + 0.5),
+        **cpu_load(load_before, args.threads),
     }

@@ -90,6 +90,20 @@ def os_threads() -> int:
         return next(int(line.split()[1]) for line in handle if line.startswith("Threads:"))
 
 
+def cpu_load(load_before: float, threads: int, on_cpu: bool = True) -> dict:
+    """What says whether a timing shared the cores: the process's threads, the load before the run, the cores."""
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "os_threads": os_threads(),
+        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_1min_before": load_before,
+        "cpu_cores": os.cpu_count(),
+        # other processes on the cores: torch's OpenMP threads then wait for each other, and more threads than free
+        # cores can be many times slower than one (compare --threads 1)
+        "cpu_contended": bool(on_cpu and load_before > (os.cpu_count() or 1) - threads + 0.5),
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.frames < 2:
         raise SystemExit("--frames must be at least 2 (frame 0 gives the box, the others are tracked)")
@@ -148,15 +162,8 @@ def run(args: argparse.Namespace) -> dict:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB on Linux
         "rss_before_timed_call_mib": rss_before,
         "peak_cuda_allocated_mib": torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else None,
-        "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "os_threads": os_threads(),
-        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
-        "load_average_1min_before": load_before,
-        "cpu_cores": os.cpu_count(),
-        # other processes on the cores: torch's OpenMP threads then wait for each other, and more threads than free
-        # cores can be many times slower than one (compare --threads 1)
-        "cpu_contended": bool(args.device == "cpu" and load_before > (os.cpu_count() or 1) - args.threads + 0.5),
+        **cpu_load(load_before, args.threads, on_cpu=args.device == "cpu"),
         "paper_reference": PAPER_REFERENCE,
     }
     return result
