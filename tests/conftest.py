@@ -24,6 +24,14 @@ def realdata(shared) -> Path:
     return shared / "realdata"
 
 
+@pytest.fixture
+def hub_offline(monkeypatch):
+    """huggingface_hub offline, so `zoo.load(name)` reads the copy bundled in zoo/weights (the published-model tests)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """torch on one thread for the module's tests (the machine is shared), restored afterwards; use it with

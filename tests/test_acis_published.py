@@ -11,14 +11,9 @@ import zoo
 from recipes.acis_cvppp import CVPPP
 from recipes.acis_kitti import KITTI
 
+pytestmark = pytest.mark.usefixtures("hub_offline")  # the bundled copy, never the Hub
+
 PUBLISHED = {"acis-cvppp": CVPPP, "acis-kitti": KITTI}
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

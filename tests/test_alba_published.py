@@ -13,14 +13,9 @@ import zoo
 from zoo.metrics.davis import evaluate_unsupervised
 from zoo.registry import get_entry
 
+pytestmark = pytest.mark.usefixtures("hub_offline")  # the bundled copy, never the Hub
+
 SEQUENCE = "car-shadow"  # the shortest held-out video (40 frames)
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
 def test_bundled_weights_reproduce_the_card_on_a_held_out_real_video(shared, torch_one_thread, tmp_path):

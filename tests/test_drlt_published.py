@@ -15,15 +15,10 @@ from datamodules.tracking_videos import camera_trajectory_videos
 from zoo.evaluation.otb import evaluate_sequences
 from zoo.paths import REPO_ROOT
 
+pytestmark = pytest.mark.usefixtures("hub_offline")  # the bundled copy, never the Hub
+
 WEIGHTS = REPO_ROOT / "zoo" / "weights" / "drlt-otb"
 QUICK = ["Deer", "Skiing"]  # the two shortest sequences: the default suite re-scores these, the slow set all ten
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from datamodules.synthetic_vos import _scribble_for, render_video
+from test_interactive_engines import _check_output  # the EngineOutput contract, one definition for both engines
 from zoo.interactive.engines import FlowPropagationEngine, InteractiveEngine, rasterise_strokes
 from zoo.interactive.matching_engine import (
     MatchingEngine, MatchingNetwork, grid_masks, memory_read, pool_memory,
@@ -18,16 +19,6 @@ from zoo.metrics.davis import evaluate_semi_supervised
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 SHORT_SIDE = 64  # 64x80 network input, an 8x10 key grid for the 96x128 synthetic frames
-
-
-def _check_output(out, num_objects, shape):
-    num_frames, height, width = shape
-    probs, labels = out.probabilities, out.labels
-    assert probs.shape == (num_objects + 1, num_frames, height, width) and probs.dtype == np.float32
-    assert labels.shape == shape and labels.dtype == np.uint8
-    assert np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1
-    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(labels, probs.argmax(axis=0))
 
 
 def _round(labels, frame, object_ids):

@@ -14,15 +14,8 @@ from datamodules.instance_frames import held_out_split, real_frames
 from recipes.segmenter_vos import evaluation_frames, frame_name, measure
 from zoo.registry import WEIGHTS_DIR
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
+pytestmark = pytest.mark.usefixtures("torch_one_thread", "hub_offline")
 NAME = "segmenter-vos"
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture(scope="module")
