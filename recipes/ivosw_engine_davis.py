@@ -45,6 +45,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from datamodules.davis import DAVIS
 from datamodules.synthetic_vos import synthetic_root
+from recipes._ivosw_common import quiet_robot
 from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warnings, progress, quiet_lightning
 from recipes._run_dir import RunDirectory, checkpoint_state, hardware
 from zoo.backbones import create_backbone, load_backbone_state, pretrained_state
@@ -53,7 +54,6 @@ from zoo.interactive.matching_engine import MatchingEngine
 from zoo.interactive.matching_module import (
     EpochRangeSampler, MatchingModule, PairDataset, TrainingVideo, collate_pairs,
 )
-from zoo.interactive.robot import InteractiveScribblesRobot
 from zoo.ivosw.session import first_frame_for_robot
 from zoo.metrics.davis import count_objects, evaluate_semi_supervised
 from zoo.metrics.interactive import per_object_scores
@@ -196,10 +196,6 @@ def training_videos(args, network, train, cache_dir: Path, source: str) -> list[
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------------
-
-
-def quiet_robot() -> InteractiveScribblesRobot:
-    return InteractiveScribblesRobot(clock=lambda: 0.0)
 
 
 def semi_supervised_jf(truth: np.ndarray, labels: np.ndarray, name: str) -> float:
