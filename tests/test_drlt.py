@@ -149,6 +149,15 @@ def test_encode_gives_float16_feature_maps(tiny_tracker):
     assert len(tiny_tracker.feature_shape) == 3 and tiny_tracker.feature_shape[1] == tiny_tracker.feature_shape[2]
 
 
+def test_features_do_not_depend_on_how_many_frames_go_through_the_backbone_at_once():
+    frames = [np.random.default_rng(index).integers(0, 256, (48, 80, 3), dtype=np.uint8) for index in range(7)]
+    tracker = DRLTTracker(**{**TINY, "feature_batch_size": 32})
+    whole, _ = tracker.encode(frames)
+    tracker.feature_batch_size = 3  # 3 + 3 + 1
+    split, _ = tracker.encode(frames)
+    torch.testing.assert_close(split.float(), whole.float(), atol=1e-3, rtol=0)  # stored as float16
+
+
 def test_feature_shape_follows_the_stage_and_input_size():
     assert DRLTTracker(**TINY).feature_shape == (24, 4, 4)  # stride 16 at 64 px
     assert DRLTTracker(**{**TINY, "input_size": 96}).feature_shape == (24, 6, 6)

@@ -327,3 +327,37 @@ def test_a_standard_run_shows_a_paper_protocol_run_beside_its_own_results(run_di
         drlt_otb.paper_protocol_section(run_dir)
     with pytest.raises(SystemExit, match="no results.json"):
         drlt_otb.paper_protocol_section(tmp_path)
+
+
+class _BoxEcho:
+    """A stand-in tracker whose every prediction is the first box shifted by `follow` times the move of s_1."""
+
+    def __init__(self, follow: float):
+        self.follow, self.reference = follow, None
+
+    def track_features(self, features, init_box, image_size):
+        box = np.asarray(init_box, dtype=np.float64)
+        self.reference = box if self.reference is None else self.reference
+        return np.repeat((self.reference + self.follow * (box - self.reference))[None], len(features), axis=0)
+
+
+def test_first_box_sensitivity_measures_how_far_predictions_follow_s1():
+    class Sequence:
+        name, image_size = "near-right-edge", (100, 200)
+        boxes = np.array([[150.0, 10, 40, 20]])
+
+    features = {"near-right-edge": torch.zeros(5, 1)}
+    for follow, expected in ((1.0, 40.0), (0.5, 20.0), (0.0, 0.0)):
+        tracker = _BoxEcho(follow)
+        predictions = {"near-right-edge": tracker.track_features(features["near-right-edge"], Sequence.boxes[0],
+                                                                 Sequence.image_size)}
+        found = drlt_otb.first_box_sensitivity(tracker, [Sequence], features, predictions)
+        assert found["mean_centre_shift_px"] == pytest.approx(expected)  # 20 % of 200 px; leftwards, the box is near the edge
+        assert found["per_sequence_px"] == {"near-right-edge": pytest.approx(expected)}
+
+
+def test_the_card_reports_first_box_sensitivity(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["first_box_sensitivity"]["per_sequence_px"]) == set(SEQUENCES)
+    notes = json.loads((run_dir / "results.json").read_text())["notes"]
+    assert any("shifting s_1 sideways by 20%" in note for note in notes)

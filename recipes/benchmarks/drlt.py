@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-lengths", default="10,20,40,80",
                         help="back-propagation windows T whose training-update activation memory is measured")
     parser.add_argument("--slots", type=int, default=32, help="episodes per training update (the recipe's --slots)")
+    parser.add_argument("--feature-batch-size", type=int, default=None,
+                        help="frames per backbone call (default: the model's feature_batch_size)")
 
 
 def _best_fps(run, frames: int, repeats: int) -> float:
@@ -73,6 +75,8 @@ def run(args: argparse.Namespace) -> dict:
         tracker = load(args.model)
         if tracker.model_type != "drlt":
             raise SystemExit(f"{args.model} is a '{tracker.model_type}' model, not a DRLT tracker")
+    if args.feature_batch_size:
+        tracker.feature_batch_size = args.feature_batch_size
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8) for _ in range(args.frames)]
     init_box = [args.width / 4, args.height / 4, args.width / 5, args.height / 5]
@@ -92,6 +96,7 @@ def run(args: argparse.Namespace) -> dict:
         "training_activation_mb_by_window": memory, "training_slots": args.slots,
         "targets": {"fps_end_to_end": 45, "fps_recurrent_only": 270},
         "frames": args.frames, "frame_size": [args.height, args.width], "config": config,
+        "feature_batch_size": tracker.feature_batch_size,
         "parameters": sum(p.numel() for p in tracker.parameters()),
         "note": "CPU timings; the paper's figures are on a GTX 1080",
     }

@@ -67,6 +67,9 @@ def flushed_denormals():
 class DRLTTracker(ZooModel):
     """Deep RL Tracker (Zhang et al. 2017). All init arguments are JSON primitives (they become config.json).
 
+    feature_batch_size: frames per backbone call. Small batches are faster on CPU, not slower: a batch of 32 frames
+    at 224 px overflows the caches (`python -m recipes.benchmark drlt --feature-batch-size N` measures it).
+
     backbone_weights only records where the frozen weights came from (`zoo.backbones`: "hub", "package:<name>" or
     "random"; "random-init" in checkpoints written before that module): the weights themselves are part of this
     module's state, so a loaded tracker never downloads anything.
@@ -81,7 +84,7 @@ class DRLTTracker(ZooModel):
         grid_size: int = 3,
         hidden_size: int = 256,
         backbone_weights: str = "random-init",
-        feature_batch_size: int = 32,
+        feature_batch_size: int = 4,
         observation: str = "paper",
         feature_stage: int = -1,
         location_scale: float = 1.0,
