@@ -49,6 +49,7 @@ SOURCES = ("otb", "davis2016", "davis2017", "coco128", "cvppp", "synthetic")
 REALDATA_SOURCES = ("davis2016", "otb", "coco128", "cvppp", "davis2017")
 MIN_VISIBLE_PIXELS = 25  # fewer visible mask pixels than this in a rendered frame: the box is a NaN row
 RENDER_VERSION = 1  # bump when the camera rendering changes, so that cached videos are rendered again
+FRAMES_PER_KEY = 40  # camera keyframes scale with the video's length (see camera_path)
 JPEG_QUALITY = 90
 
 # The 50 sequences of DAVIS 2016 (Annotations/db_info.yml of the release). DAVIS 2017 re-uses them; its copies are left
@@ -209,13 +210,15 @@ def _ease(u: np.ndarray) -> np.ndarray:
 def camera_path(rng: np.random.Generator, image_size: tuple[int, int], output_size: tuple[int, int],
                 num_frames: int) -> np.ndarray:
     """(num_frames, 3) windows (centre x, centre y, width) in continuous image coordinates (0 = left edge), of the
-    output's aspect: 2-3 random keyframes with cosine-eased interpolation, each window 45-100 % of the largest one
-    that fits in the image, a mild zoom between keyframes, a margin of 5 % past the image, and a jitter of at most
-    1 % of the window per frame."""
+    output's aspect: 2-3 random keyframes, one more per further `FRAMES_PER_KEY` frames, with cosine-eased
+    interpolation, each window 45-100 % of the largest one that fits in the image, a mild zoom between keyframes, a
+    margin of 5 % past the image, and a jitter of at most 1 % of the window per frame. Longer videos get more
+    keyframes rather than slower pans, so that the camera moves about as fast per frame whatever the length (a
+    40-frame path is drawn exactly as before the keyframes scaled)."""
     height, width = image_size
     aspect = output_size[1] / output_size[0]
     full_width = min(width, height * aspect)  # widest window of the output's aspect that fits in the image
-    num_keys = int(rng.integers(2, 4))
+    num_keys = int(rng.integers(2, 4)) + max(0, num_frames // FRAMES_PER_KEY - 1)
     base = rng.uniform(0.45, 1.0)
     scales = np.clip(base * rng.uniform(0.85, 1.15, num_keys), 0.45, 1.0)
     scales[0] = base
@@ -237,6 +240,9 @@ def camera_path(rng: np.random.Generator, image_size: tuple[int, int], output_si
     key_times = np.linspace(0, num_frames - 1, num_keys)
     if num_keys == 3:
         key_times[1] = rng.uniform(0.3, 0.7) * (num_frames - 1)
+    elif num_keys > 3:  # interior keyframes moved by up to 40 % of their spacing, so the pans differ in length
+        spacing = (num_frames - 1) / (num_keys - 1)
+        key_times[1:-1] += rng.uniform(-0.4, 0.4, num_keys - 2) * spacing
     log_scales = np.log(scales)
     path = np.empty((num_frames, 3))
     for t in range(num_frames):

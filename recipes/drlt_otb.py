@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="synthetic multi-target TRAINING videos (3 targets each)")
     data.add_argument("--video-dir", type=Path, default=REPO_ROOT / ".cache" / "drlt" / "videos",
                       help="where the virtual-camera videos of still images are rendered (once)")
+    data.add_argument("--camera-frames", type=int, default=40,
+                      help="frames per virtual-camera video of a still image (training and validation); longer ones "
+                           "get more camera keyframes, not slower pans")
     data.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache" / "drlt" / "features",
                       help="on-disk cache of the frozen backbone's feature maps")
 
@@ -254,7 +257,10 @@ def training_videos(args, sources: list[str], test_names: set[str]) -> list[Trac
         if not args.realdata.is_dir():
             raise SystemExit(f"--realdata {args.realdata} does not exist: point it at ../shared/realdata, or leave the "
                              f"real sources ({', '.join(real)}) out of --train-sources")
-        found = realdata_tracking_sources(args.realdata, args.video_dir, seed=args.seed, sources=tuple(real),
+        # each length in its own folder, so that switching lengths does not render the videos again
+        video_dir = args.video_dir if args.camera_frames == 40 else args.video_dir / f"{args.camera_frames}-frames"
+        found = realdata_tracking_sources(args.realdata, video_dir, seed=args.seed, sources=tuple(real),
+                                          num_frames=args.camera_frames,
                                           progress=progress)
         for source in real:
             if not found.get(source):
@@ -584,9 +590,9 @@ def write_run_dir(args, argv, run_dir: Path, tracker, results: dict, data: Data,
         + (f" Output: mu_t = mu_(t-1) + {args.residual_scale:g} x the last four hidden units (residual; the paper "
            "reads the box from them directly), so an untrained tracker repeats the first box." if args.output ==
            "residual" else " Output: mu_t = the last four hidden units, as in the paper."),
-        f"Training data: {data.trained_on} (multi-object videos; a random target, start frame, direction and mirror "
-        f"per episode of up to {args.episode_length or 'all'} frames) instead of the first third of each test "
-        "sequence." if not paper else f"Training data: {data.trained_on}, including the first third of each test "
+        f"Training data: {data.trained_on} (multi-object videos, still images filmed by a virtual camera over "
+        f"{args.camera_frames} frames; a random target, start frame, direction and mirror per episode of up to "
+        f"{args.episode_length or 'all'} frames) instead of the first third of each test sequence." if not paper else f"Training data: {data.trained_on}, including the first third of each test "
         "sequence (paper protocol).",
         f"T curriculum {args.steps_per_chunk} (T:fraction of updates; paper: T = 10), {args.slots} episodes per "
         f"update, N = {args.episodes}, sigma = {args.sigma:g}.",
