@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--validate-every", type=int, default=100, help="updates per epoch; validation after each")
     rl.add_argument("--patience", type=int, default=6,
                     help="stop after this many validations without a better validation AUC (0: never stop early)")
+    rl.add_argument("--patience-from", type=float, default=None,
+                    help="fraction of the updates from which --patience counts (default: where the last T of the "
+                         "curriculum and the Eq. 3 reward have both begun, so that early stopping never ends a run "
+                         "before the schedule's last phase; 0: from the start)")
     rl.add_argument("--eq2-fraction", type=float, default=0.6,
                     help="fraction of updates rewarded with Eq. 2 before switching to Eq. 3 (paper: 300/500)")
     rl.add_argument("--credit", choices=["step", "return"], default="step",
@@ -179,6 +183,29 @@ def build_parser() -> argparse.ArgumentParser:
                           "busy 2-core machine they ran 15x slower; 0 = torch's choice)")
     run.add_argument("--hardware", default=None, help="hardware description for results.json (default: detected)")
     return parser
+
+
+class EarlyStoppingFrom(EarlyStopping):
+    """Lightning's EarlyStopping, silent until a validation that follows training past `start_update`: a run with a
+    T curriculum and the Eq. 2 -> Eq. 3 switch is not stopped before its last phase (runs stopped on a plateau of the
+    T = 20 phase, Eq. 2 reward, never reached the Eq. 3 reward the paper trains with). The best checkpoint is still
+    chosen over all validations."""
+
+    def __init__(self, *, start_update: int, updates_per_epoch: int, **kwargs):
+        super().__init__(**kwargs)
+        self.start_update = start_update
+        self.updates_per_epoch = updates_per_epoch
+
+    def _run_early_stopping_check(self, trainer) -> None:
+        if (trainer.current_epoch + 1) * self.updates_per_epoch > self.start_update:
+            super()._run_early_stopping_check(trainer)
+
+
+def patience_from(args) -> float:
+    """The fraction of the updates from which early stopping counts (see --patience-from)."""
+    if args.patience_from is not None:
+        return args.patience_from
+    return max(args.eq2_fraction, parse_chunk_schedule(args.steps_per_chunk)[-1][1])
 
 
 def parse_chunk_schedule(text: str) -> tuple[tuple[int, float], ...]:
@@ -409,8 +436,9 @@ def train_and_evaluate(args, argv: list[str], run: RunDirectory) -> dict | None:
                            save_top_k=1, save_last=False, enable_version_counter=False, save_on_train_epoch_end=False)
     callbacks = [last, best, TrainingProgress("DRLT updates", "upd", update_postfix)]
     if args.patience > 0:
-        callbacks.append(EarlyStopping(monitor="val/auc", mode="max", patience=args.patience, min_delta=1e-4,
-                                       check_on_train_epoch_end=False))
+        callbacks.append(EarlyStoppingFrom(start_update=round(patience_from(args) * total_updates),
+                                           updates_per_epoch=args.validate_every, monitor="val/auc", mode="max",
+                                           patience=args.patience, min_delta=1e-4, check_on_train_epoch_end=False))
     trainer = pl.Trainer(accelerator=args.accelerator, devices=_devices(args.devices), num_nodes=args.num_nodes,
                          strategy=args.strategy, max_epochs=epochs, logger=CSVLogger(run_dir, name="logs"),
                          callbacks=callbacks, plugins=[run.checkpoint_io()], enable_checkpointing=True,
@@ -603,8 +631,9 @@ def write_run_dir(args, argv, run_dir: Path, tracker, results: dict, data: Data,
         f"test, every {args.validate_every} updates; the best "
         + (f"(after {best['updates']} of {results['updates_done']} updates, validation AUC "
            f"{best['val_auc']:.3f}) " if best and best["val_auc"] is not None else "")
-        + f"is published; training stops after {args.patience} validations without improvement (the paper stops "
-        "when the reward stops increasing).",
+        + f"is published; training stops after {args.patience} validations without improvement, counted from update "
+        f"{round(patience_from(args) * total_updates)} (the start of the schedule's last phase by "
+        "default; the paper stops when the reward stops increasing).",
         f"Hidden size {args.hidden_size} for the FC layer and the LSTM (paper: 5000), so the weights fit 20 MB.",
         "Boxes are clamped to [0, 1] (mu is the last four LSTM hidden units, in (-1, 1)); frame 1's output is the "
         "given box, as OTB's one-pass evaluation expects.",

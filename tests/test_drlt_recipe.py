@@ -236,7 +236,7 @@ def test_training_keeps_the_best_epoch_and_stops_early(run_dir, tmp_path, monkey
     monkeypatch.setattr(drlt_otb.DRLTModule, "on_validation_epoch_end", scripted_validation)
     args = recipe_args(run_dir.parent, tmp_path / "run")
     args[args.index("--updates") + 1] = "100"
-    drlt_otb.main(args + ["--patience", "2"])
+    drlt_otb.main(args + ["--patience", "2", "--patience-from", "0"])
     run = tmp_path / "run"
     best = json.loads((run / "metrics.json").read_text())["best_epoch"]
     assert best["updates"] == 40 and best["val_auc"] == pytest.approx(0.9)
@@ -270,7 +270,7 @@ def test_a_resumed_run_keeps_the_best_epoch_and_early_stopping_state(run_dir, tm
     monkeypatch.setattr(drlt_otb.DRLTModule, "training_step", interrupted_in_update_30)
     args = recipe_args(run_dir.parent, tmp_path / "run")
     args[args.index("--updates") + 1] = "100"
-    args += ["--patience", "2"]
+    args += ["--patience", "2", "--patience-from", "0"]
     sigint = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):
@@ -284,6 +284,27 @@ def test_a_resumed_run_keeps_the_best_epoch_and_early_stopping_state(run_dir, tm
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (best["updates"], best["val_auc"]) == (20, pytest.approx(0.9))
     assert int(last["state_dict"]["updates"]) == 60  # epochs 2 and 3 without improvement: stopped
+
+
+def test_early_stopping_waits_for_the_last_phase_of_the_schedule(run_dir, tmp_path, monkeypatch):
+    """Validation AUCs falling from the first epoch, --patience 1: by default patience counts only once the last T of
+    the curriculum (5,10:0.5) and the Eq. 3 reward (from 60 %) have begun, so all 5 epochs run; the best epoch is
+    still the first. With --patience-from 0 the same run stops after epoch 2."""
+    scripted = {20: 0.9, 40: 0.5, 60: 0.3, 80: 0.2, 100: 0.1}
+
+    def scripted_validation(self):
+        self._validation_scores = []
+        self.log_dict({"val/auc": scripted[int(self.updates)], "val/iou": 0.0, "val/updates": float(self.updates)})
+
+    monkeypatch.setattr(drlt_otb.DRLTModule, "on_validation_epoch_end", scripted_validation)
+    for extra, updates_run in (([], 100), (["--patience-from", "0"], 40)):
+        run = tmp_path / f"run{len(extra)}"
+        args = recipe_args(run_dir.parent, run)
+        args[args.index("--updates") + 1] = "100"
+        drlt_otb.main(args + ["--patience", "1", *extra])
+        last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        assert int(last["state_dict"]["updates"]) == updates_run, extra
+        assert json.loads((run / "metrics.json").read_text())["best_epoch"]["updates"] == 20
 
 
 @pytest.fixture(scope="module")
