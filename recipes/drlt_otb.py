@@ -394,6 +394,10 @@ def train_and_evaluate(args, argv: list[str], run: RunDirectory) -> dict | None:
         torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed, workers=True, verbose=False)
     chunk_schedule = parse_chunk_schedule(args.steps_per_chunk)
+    if args.camera_frames < 2:
+        raise SystemExit(f"--camera-frames must be at least 2, got {args.camera_frames}")
+    if args.patience_from is not None and not 0 <= args.patience_from < 1:
+        raise SystemExit(f"--patience-from is a fraction of the updates in [0, 1), got {args.patience_from}")
     root, test = load_sequences(args)
 
     tracker_config = {"backbone": args.backbone, "input_size": args.input_size, "grid_size": args.grid_size,
@@ -620,8 +624,8 @@ def write_run_dir(args, argv, run_dir: Path, tracker, results: dict, data: Data,
            "residual" else " Output: mu_t = the last four hidden units, as in the paper."),
         f"Training data: {data.trained_on} (multi-object videos, still images filmed by a virtual camera over "
         f"{args.camera_frames} frames; a random target, start frame, direction and mirror per episode of up to "
-        f"{args.episode_length or 'all'} frames) instead of the first third of each test sequence." if not paper else f"Training data: {data.trained_on}, including the first third of each test "
-        "sequence (paper protocol).",
+        f"{args.episode_length or 'all'} frames) instead of the first third of each test sequence." if not paper
+        else f"Training data: {data.trained_on}, including the first third of each test sequence (paper protocol).",
         f"T curriculum {args.steps_per_chunk} (T:fraction of updates; paper: T = 10), {args.slots} episodes per "
         f"update, N = {args.episodes}, sigma = {args.sigma:g}.",
         f"Adam learning rate {args.lr_start:g} -> {args.lr_end:g} over at most {total_updates} updates (paper: 1e-5 -> "

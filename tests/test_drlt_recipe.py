@@ -56,6 +56,12 @@ def test_steps_per_chunk_parses_a_curriculum():
             drlt_otb.parse_chunk_schedule(wrong)
 
 
+def test_bad_camera_frames_or_patience_start_stop_with_the_flag_named(tmp_path):
+    for flag, value in (("--camera-frames", "1"), ("--patience-from", "1.5")):
+        with pytest.raises(SystemExit, match=flag):
+            drlt_otb.main(["--run-dir", str(tmp_path / "run"), flag, value])
+
+
 def _truths(run) -> dict[str, np.ndarray]:
     return {seq.name: seq.boxes for seq in load_otb(run.parent / "otb", SEQUENCES)}
 
