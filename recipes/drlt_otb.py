@@ -61,6 +61,7 @@ PAPER_RESULTS = [{"dataset_name": "OTB-100 (DRLT 30-sequence subset)",
                   "metrics": [{"type": "success_auc", "value": 0.543}, {"type": "precision_20", "value": 0.635}]}]
 DEFAULT_UPDATES = 3000
 DEFAULT_SYNTHETIC_UPDATES = 600
+DEFAULT_CAMERA_FRAMES = 40  # rendered into --video-dir itself (where earlier versions rendered); other lengths below it
 DEFAULT_REALDATA = Path(os.environ.get("ZOO_SHARED", REPO_ROOT.parent / "shared")) / "realdata"
 REAL_SOURCES = ("davis2016", "coco128", "cvppp", "davis2017")
 TRAIN_SOURCES = (*REAL_SOURCES, "synthetic", "otb")
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="synthetic multi-target TRAINING videos (3 targets each)")
     data.add_argument("--video-dir", type=Path, default=REPO_ROOT / ".cache" / "drlt" / "videos",
                       help="where the virtual-camera videos of still images are rendered (once)")
-    data.add_argument("--camera-frames", type=int, default=40,
+    data.add_argument("--camera-frames", type=int, default=DEFAULT_CAMERA_FRAMES,
                       help="frames per virtual-camera video of a still image (training and validation); longer ones "
                            "get more camera keyframes, not slower pans")
     data.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache" / "drlt" / "features",
@@ -196,9 +197,9 @@ class EarlyStoppingFrom(EarlyStopping):
         self.start_update = start_update
         self.updates_per_epoch = updates_per_epoch
 
-    def _run_early_stopping_check(self, trainer) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:  # the recipe checks at validation end only
         if (trainer.current_epoch + 1) * self.updates_per_epoch > self.start_update:
-            super()._run_early_stopping_check(trainer)
+            super().on_validation_end(trainer, pl_module)
 
 
 def patience_from(args) -> float:
@@ -285,7 +286,8 @@ def training_videos(args, sources: list[str], test_names: set[str]) -> list[Trac
             raise SystemExit(f"--realdata {args.realdata} does not exist: point it at ../shared/realdata, or leave the "
                              f"real sources ({', '.join(real)}) out of --train-sources")
         # each length in its own folder, so that switching lengths does not render the videos again
-        video_dir = args.video_dir if args.camera_frames == 40 else args.video_dir / f"{args.camera_frames}-frames"
+        video_dir = args.video_dir if args.camera_frames == DEFAULT_CAMERA_FRAMES else \
+            args.video_dir / f"{args.camera_frames}-frames"
         found = realdata_tracking_sources(args.realdata, video_dir, seed=args.seed, sources=tuple(real),
                                           num_frames=args.camera_frames,
                                           progress=progress)
