@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import platform
 import sys
@@ -70,6 +71,8 @@ class Schedule:
     critic_lr_factor: float = 2.0  # the critic's lr is this times the actor's (paper: 2)
     init_rollout: int = 1  # actor steps trained per init update, each on the state its own masks made
     init_rollout_fraction: float = 0.0  # share of init updates starting from M_1 = 0 (else from ground-truth leaves)
+    init_dice_weight: float = 0.0  # soft-Dice loss weight beside the init stage's BCE (0: BCE only, the paper's loss)
+    init_train_decoder: bool = False  # fine-tune the cVAE decoder in the init stage (the later rows keep it frozen)
     init_curriculum: list = field(default_factory=lambda: [[0, 1]])  # counted in updates (unused by the init stage)
     curriculum: list = field(default_factory=lambda: [[0, 5]])  # AC rows, counted in updates
     bl_curriculum: list = field(default_factory=lambda: [[0, 5]])  # BL rows, counted in updates
@@ -222,6 +225,12 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     parser.add_argument("--train-epochs", type=int, default=None,
                         help="epochs of the last (train) stage, overriding the profile's (Table 1 gives every row "
                         "the same budget with it)")
+    parser.add_argument("--init-dice-weight", type=float, default=None,
+                        help="weight of the soft-Dice loss beside the init stage's BCE (default: the profile's; 0 = BCE "
+                        "only, the paper's loss)")
+    parser.add_argument("--init-train-decoder", action=argparse.BooleanOptionalAction, default=None,
+                        help="fine-tune the cVAE decoder in the init stage (default: the profile's; the paper keeps it "
+                        "as pre-trained)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; data loading runs in one worker process beside them (default 1: "
@@ -332,7 +341,9 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
                                        beta_kl=schedule.beta_kl, curriculum=schedule.init_curriculum,
                                        sampled_states=True, rollout=schedule.init_rollout,
                                        rollout_fraction=schedule.init_rollout_fraction,
-                                       target_order="dice", epoch_schedule=epoch_schedule(schedule.init_epoch_schedule))
+                                       target_order="dice", epoch_schedule=epoch_schedule(schedule.init_epoch_schedule),
+                                       init_dice_weight=schedule.init_dice_weight,
+                                       init_train_decoder=schedule.init_train_decoder)
             cvae = load(CVAEModule, source("cvae"))
             module.load_pretrained(cvae.preproc, cvae.decoder)
             trained = fit(module, stage, epochs(schedule.init_epochs))
@@ -418,6 +429,15 @@ def profile_name(args) -> str:
 
 
 def profile_settings(benchmark: Benchmark, args) -> tuple[ACISConfig, Schedule]:
+    config, schedule = _profile(benchmark, args)
+    overrides = {"init_dice_weight": args.init_dice_weight, "init_train_decoder": args.init_train_decoder}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    if overrides.get("init_dice_weight", 0.0) < 0:
+        raise SystemExit(f"--init-dice-weight must be >= 0, got {args.init_dice_weight}")
+    return config, dataclasses.replace(schedule, **overrides)
+
+
+def _profile(benchmark: Benchmark, args) -> tuple[ACISConfig, Schedule]:
     profile = profile_name(args)
     if profile == "cpu":
         if benchmark.cpu_config is None:
@@ -578,7 +598,7 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
         "paper_results": benchmark.paper_results,
         "notes": notes(benchmark, args, synthetic, module) + [
             f"Measured in the same evaluation before the '{args.ablation}' stage (the actor of the init stage, "
-            "trained with BCE on its own rollouts from sampled states): " + ", ".join(
+            "trained on its own rollouts from sampled states): " + ", ".join(
                 f"{name} {summary_before[key]:.4g}" for key, (_, name) in benchmark.metric_names.items()) + "."
         ],
         "timings_s": {**timings, "eval": round(eval_seconds, 1)},
@@ -683,6 +703,13 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
             "covered with the best soft Dice (the largest while none reaches 0.2), its termination target 'continue' "
             "iff such an instance is left."
         ))
+    if schedule.init_dice_weight:
+        items.append(f"Init stage loss (deviation): BCE plus {schedule.init_dice_weight:g} x the soft-Dice loss per "
+                     "matched instance (the paper: BCE), so that masks of small instances do not stay faint below the "
+                     "0.3 binarisation.")
+    if schedule.init_train_decoder:
+        items.append("Init stage (deviation): the cVAE decoder is fine-tuned with the actor (BatchNorm statistics "
+                     "frozen); the last stage keeps that decoder frozen, as the paper keeps the pre-trained one.")
         items.append((
             f"Last stage: actor lr {schedule.ac_lr or schedule.lr} for every row, critic lr "
             f"{schedule.critic_lr_factor}x the actor's (paper 2x), beta {schedule.ac_beta_kl} (paper 1e-4), critic "
