@@ -66,6 +66,7 @@ def test_init_train_decoder_moves_the_decoder_weights_but_not_its_batch_norm_sta
     module = ActorCriticModule(config, mode="BL-Trunc", sampled_states=True, curriculum=[[0, 1]], init_train_decoder=True)
     weights = [p.detach().clone() for p in module.decoder.parameters()]
     statistics = [b.detach().clone() for name, b in module.decoder.named_buffers() if "running" in name]
+    module.train()  # as after a module-wide .train(): the stage itself must put the decoder's BatchNorm in eval mode
     fit_two_steps(module)
     assert any(not torch.equal(a, b) for a, b in zip(weights, module.decoder.parameters()))
     after = [b for name, b in module.decoder.named_buffers() if "running" in name]
