@@ -30,6 +30,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warnings, progress, quiet_lightning
 from recipes._run_dir import RunDirectory, checkpoint_state, is_launcher
+from zoo.hub import load_folder
 from zoo.registry import markdown_row
 from zoo.acis.model import ForegroundComponents
 from zoo.acis.module import ActorCriticModule, CVAEModule, PreprocessingModule, prepare_batch
@@ -83,6 +84,7 @@ class Schedule:
     # after the cVAE stage, stop when its reconstructions of training instances stay below this Dice (0: no check)
     min_reconstruction_dice: float = 0.0
     framing: str = "crop"  # how training items are framed (`datamodules.cvppp` geometries; KITTI ignores it)
+    storage_dtype: str = "float32"  # of the published weights (`ACISSegmenter.storage_dtype`)
 
 
 def embedded_config(*, height: int, width: int, latent_size: int, feature_size: int) -> ACISConfig:
@@ -547,7 +549,11 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
                          f"{', '.join(trained) or 'none'}). Train it first with `--stage train --ablation "
                          f"{args.ablation}`, or evaluate a trained row with its own --ablation")
     module = load(ActorCriticModule, path, mode=args.ablation)
-    segmenter = module.to_segmenter()
+    # the card measures the weights as published: written to the Hub folder first (float16 where the profile stores
+    # them so) and read back from it
+    _, schedule = profile_settings(benchmark, args)
+    module.to_segmenter(storage_dtype=schedule.storage_dtype).save_pretrained(run_dir / "model")
+    segmenter = load_folder(run_dir / "model", expected_type="acis")
     if benchmark.eval_dataset is not None:
         dataset = benchmark.eval_dataset(data_dir)
     else:
@@ -566,7 +572,6 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
             for row, init, base in zip(rows, rows_before, rows_baseline)]
     write_per_image(run_dir / "per_image.csv", rows)
     draw_prediction_order(run_dir / "prediction_order.png", examples, f"{benchmark.name} ({args.ablation})")
-    segmenter.save_pretrained(run_dir / "model")
     metrics = {"ablation": module.hparams.mode, "split": benchmark.val_split_name, "images": len(rows), **summary,
                "before_train_stage": summary_before, "foreground_components": summary_baseline}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -220,6 +220,29 @@ def test_hub_folder_round_trip_is_strict_and_exact(tmp_path):
     torch.testing.assert_close(loaded.predict_masks(image), segmenter.predict_masks(image))
 
 
+def test_float16_storage_halves_the_file_and_loads_back_into_float32_within_rounding(tmp_path):
+    from safetensors import safe_open
+
+    from zoo.hub import load_folder
+
+    segmenter = segmenter_with_control_bias(1.0)
+    segmenter.save_pretrained(tmp_path / "float32")
+    half = ACISSegmenter.from_config(TINY, storage_dtype="float16")
+    half.load_state_dict(segmenter.state_dict())
+    half.save_pretrained(tmp_path / "float16")
+    sizes = {name: (tmp_path / name / "model.safetensors").stat().st_size for name in ("float32", "float16")}
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    with safe_open(str(tmp_path / "float16" / "model.safetensors"), "pt") as stored:
+        assert stored.get_tensor("decoder.out.weight").dtype == torch.float16
+    loaded = load_folder(tmp_path / "float16", expected_type="acis")
+    assert loaded.storage_dtype == "float16" and loaded.decoder.out.weight.dtype == torch.float32
+    for name, value in segmenter.state_dict().items():
+        expected = value.half().to(value.dtype) if value.is_floating_point() else value
+        torch.testing.assert_close(loaded.state_dict()[name], expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="storage_dtype"):
+        ACISSegmenter.from_config(TINY, storage_dtype="int8")
+
+
 def test_checkpoint_is_weights_only_safe_and_restores_curriculum(tmp_path):
     # the RNG state saved with it comes back only when a Trainer resumes (tests/test_acis_defects.py)
     module = tiny_module(curriculum=[[0, 2], [2, 3]])
