@@ -708,13 +708,6 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
             "covered with the best soft Dice (the largest while none reaches 0.2), its termination target 'continue' "
             "iff such an instance is left."
         ))
-    if schedule.init_dice_weight:
-        items.append(f"Init stage loss (deviation): BCE plus {schedule.init_dice_weight:g} x the soft-Dice loss per "
-                     "matched instance (the paper: BCE), so that masks of small instances do not stay faint below the "
-                     "0.3 binarisation.")
-    if schedule.init_train_decoder:
-        items.append("Init stage (deviation): the cVAE decoder is fine-tuned with the actor (BatchNorm statistics "
-                     "frozen); the last stage keeps that decoder frozen, as the paper keeps the pre-trained one.")
         items.append((
             f"Last stage: actor lr {schedule.ac_lr or schedule.lr} for every row, critic lr "
             f"{schedule.critic_lr_factor}x the actor's (paper 2x), beta {schedule.ac_beta_kl} (paper 1e-4), critic "
@@ -722,6 +715,13 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
             "ratios the actor exploited a critic that had seen ~100 updates and drifted to one image-independent blob "
             "on synthetic rosettes."
         ))
+    if schedule.init_dice_weight:
+        items.append(f"Init stage loss (deviation): BCE plus {schedule.init_dice_weight:g} x the soft-Dice loss per "
+                     "matched instance (the paper: BCE), so that masks of small instances do not stay faint below the "
+                     "0.3 binarisation.")
+    if schedule.init_train_decoder:
+        items.append("Init stage (deviation): the cVAE decoder is fine-tuned with the actor (BatchNorm statistics "
+                     "frozen); the last stage keeps that decoder frozen, as the paper keeps the pre-trained one.")
     return items
 
 

@@ -92,3 +92,19 @@ def test_the_recipe_flags_override_the_profiles_init_options():
     assert CVPPP.embedded_schedule.init_dice_weight == 0.0 and not CVPPP.embedded_schedule.init_train_decoder
     with pytest.raises(SystemExit, match="--init-dice-weight"):
         schedule("--init-dice-weight", "-1")
+
+
+@pytest.mark.parametrize("flags", [["--profile", "cpu"], ["--profile", "cpu", "--init-dice-weight", "0",
+                                                          "--no-init-train-decoder"], ["--profile", "embedded"]])
+def test_the_card_notes_keep_the_last_stage_and_name_the_init_options_in_force(flags):
+    from types import SimpleNamespace
+
+    from recipes._acis_common import build_parser, notes, profile_settings
+    from recipes.acis_cvppp import CVPPP
+
+    args = build_parser(CVPPP).parse_args(["--data-dir", "x", *flags])
+    schedule = profile_settings(CVPPP, args)[1]
+    items = notes(CVPPP, args, False, SimpleNamespace(config=CVPPP.cpu_config))
+    assert any(item.startswith("Last stage:") for item in items)
+    assert any("soft-Dice loss per matched instance" in item for item in items) == bool(schedule.init_dice_weight)
+    assert any("decoder is fine-tuned" in item for item in items) == schedule.init_train_decoder
