@@ -108,3 +108,17 @@ def test_the_card_notes_keep_the_last_stage_and_name_the_init_options_in_force(f
     assert any(item.startswith("Last stage:") for item in items)
     assert any("soft-Dice loss per matched instance" in item for item in items) == bool(schedule.init_dice_weight)
     assert any("decoder is fine-tuned" in item for item in items) == schedule.init_train_decoder
+
+
+
+def test_the_cvae_epochs_flag_overrides_the_profile():
+    from recipes._acis_common import build_parser, profile_settings
+    from recipes.acis_cvppp import CVPPP
+
+    def schedule(*flags):
+        return profile_settings(CVPPP, build_parser(CVPPP).parse_args(["--data-dir", "x", "--profile", "cpu", *flags]))[1]
+
+    assert schedule().cvae_epochs == CVPPP.cpu_schedule.cvae_epochs
+    assert schedule("--cvae-epochs", "7").cvae_epochs == 7
+    with pytest.raises(SystemExit, match="--cvae-epochs"):
+        schedule("--cvae-epochs", "0")
