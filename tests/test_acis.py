@@ -308,6 +308,37 @@ def test_next_leaf_target_skips_covered_leaves_and_stops_when_all_are_covered():
     assert next_leaf_target(gt, mostly_covered, probability) == 2
     assert next_leaf_target(gt, gt.any(0), probability) is None
     assert next_leaf_target(gt[:0], nothing, probability) is None
+    # a leaf already trained towards in this episode is done, however faint its mask in M_t
+    assert next_leaf_target(gt, nothing, probability, assigned=torch.tensor([True, False, False])) == 2
+    assert next_leaf_target(gt, nothing, torch.zeros(8, 8), assigned=torch.tensor([False, True, False])) == 0
+    assert next_leaf_target(gt, nothing, probability, assigned=torch.ones(3, dtype=torch.bool)) is None
+
+
+def test_the_init_rollout_never_trains_two_steps_of_an_episode_towards_the_same_leaf(monkeypatch):
+    """From M_1 = 0 the untrained decoder's masks are faint (bias -4), so no leaf ever becomes half covered: only the
+    episode's record of its targets keeps the rollout from training the largest leaf at every step."""
+    import zoo.acis.module as acis_module
+
+    calls = []
+    choose = acis_module.next_leaf_target
+
+    def recording(gt, covered, probability, order="dice", assigned=None):
+        target = choose(gt, covered, probability, order, assigned)
+        calls.append((len(gt), target))
+        return target
+
+    monkeypatch.setattr(acis_module, "next_leaf_target", recording)
+    module = tiny_module(mode="BL-Trunc", sampled_states=True, rollout=3, rollout_fraction=1.0)
+    module.optimizers = lambda: torch.optim.SGD(module.actor.parameters(), lr=0.0)
+    module.manual_backward = lambda loss: loss.backward()
+    module.clip_gradients = lambda *args, **kwargs: None
+    image, gts = acis_module.prepare_batch(tiny_batch(), module.config)
+    aux = module.preproc.channels(image)
+    module.sampled_state_update(image, aux, acis_module.state_pyramid(image, aux, module.config.levels), gts)
+    per_image = [[target for _, target in calls[i::len(gts)]] for i in range(len(gts))]
+    for gt, targets in zip(gts, per_image):
+        chosen = [t for t in targets if t is not None]
+        assert len(chosen) == len(set(chosen)) == min(3, len(gt))
 
 
 def test_sampled_state_init_step_moves_the_actor_only():

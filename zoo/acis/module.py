@@ -52,10 +52,15 @@ def prepare_batch(batch: dict, config: ACISConfig) -> tuple[torch.Tensor, list[t
     return image, [instance_masks(label_map)[1] for label_map in labels]
 
 
-def next_leaf_target(gt: torch.Tensor, covered: torch.Tensor, probability: torch.Tensor, order: str = "dice") -> int | None:
+def next_leaf_target(gt: torch.Tensor, covered: torch.Tensor, probability: torch.Tensor, order: str = "dice",
+                     assigned: torch.Tensor | None = None) -> int | None:
     """The ground-truth leaf (index into gt (N,H,W)) the next prediction should learn, or None (stop).
 
-    Leaves with more than half of their pixels in `covered` (H,W bool) are done. Among the others:
+    Leaves with more than half of their pixels in `covered` (H,W bool) are done, and so are the leaves `assigned`
+    (N,) bool marks: those an earlier step of the episode was already trained towards. Without the second rule a
+    leaf the actor had predicted faintly (under half of it above 0.5 in M_t) stayed a candidate, and since the next
+    prediction still overlapped it best, the target was the same leaf again: the init stage taught the actor to
+    repeat leaves (real plants: from the 7th step on most masks repeated an earlier one). Among the others:
     `order="dice"` takes the best soft Dice against `probability` (H,W), the one-prediction case of the
     baselines' Hungarian assignment, falling back to the largest leaf while no Dice reaches 0.2 (a fixed
     tie-break: averaging over equally bad leaves drove the baselines to empty masks); `order="size"`
@@ -65,6 +70,8 @@ def next_leaf_target(gt: torch.Tensor, covered: torch.Tensor, probability: torch
     area = gt.flatten(1).sum(1)
     candidates = (gt * covered.float()).flatten(1).sum(1) <= 0.5 * area
     candidates &= area > 0
+    if assigned is not None:
+        candidates &= ~assigned
     if not candidates.any():
         return None
     dice = 2 * (gt * probability).flatten(1).sum(1) / (area + probability.sum()).clamp(min=1e-6)
@@ -415,8 +422,8 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         k leaves of a random permutation (all N with probability 0.2, else k ~ U{0..N-1}; k = 0 on a
         `rollout_fraction` share of the updates), LSTM state empty; then the actor takes `rollout` steps on
         its latent means, M_{t+1} = max(M_t, D(mu_t)) as at inference. Each step's BCE target is
-        `next_leaf_target` (best soft Dice among the leaves not yet half covered) and its termination target
-        "continue" iff such a leaf exists; an image leaves the episode after its stop step. Gradients are
+        `next_leaf_target` (best soft Dice among the leaves neither half covered nor already a target of this
+        episode) and its termination target "continue" iff such a leaf exists; an image leaves the episode after its stop step. Gradients are
         truncated to one step (state and LSTM state detached), so memory does not grow with `rollout`.
 
         Two further deviations, off by default (the `cpu` profile turns both on): `init_dice_weight` adds that
@@ -429,6 +436,7 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         """
         optimizer = self.optimizers()
         accumulated, hidden = torch.zeros_like(image[:, :1]), None
+        assigned = [torch.zeros(len(gt), dtype=torch.bool, device=image.device) for gt in gts]
         if torch.rand(()).item() >= self.hparams.rollout_fraction:
             for i, gt in enumerate(gts):
                 order = torch.randperm(len(gt))
@@ -436,7 +444,7 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
                 # stop examples were so rare that the unit learnt to always continue
                 covered = len(gt) if torch.rand(()).item() < 0.2 else int(torch.randint(max(len(gt), 1), ()))
                 if covered:
-                    accumulated[i, 0] = gt[order[:covered]].any(0).float()
+                    accumulated[i, 0] = gt[order[:covered]].any(0).float()  # covered, hence done, for good
         steps = self.hparams.rollout
         active = [True] * len(gts)
         mask_total, termination_total = 0.0, 0.0
@@ -452,10 +460,11 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
             probability = torch.sigmoid(logit).detach()
             mask_loss, matched, keep_going, in_episode = image.new_zeros(()), 0, [], []
             for i, gt in enumerate(gts):
-                target = next_leaf_target(gt, covered_region[i], probability[i], self.hparams.target_order)
+                target = next_leaf_target(gt, covered_region[i], probability[i], self.hparams.target_order, assigned[i])
                 keep_going.append(float(target is not None))
                 in_episode.append(float(active[i]))
                 if active[i] and target is not None:
+                    assigned[i][target] = True
                     mask_loss = mask_loss + self.init_mask_loss(logit[i], gt[target].float())
                     matched += 1
                 active[i] = active[i] and target is not None
