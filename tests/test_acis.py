@@ -369,13 +369,14 @@ def test_init_rollout_feeds_the_actor_its_own_accumulated_masks_and_ends_after_t
     module.optimizers = lambda: torch.optim.SGD(module.actor.parameters(), lr=0.0)
     module.manual_backward = lambda loss: loss.backward()
     module.clip_gradients = lambda *args, **kwargs: None
-    # the decoder paints each of the three leaves in turn, so the episode stops at step 4
+    # the decoder paints each of the three leaves in turn, in the order the targets take them (the tiny module orders
+    # by size: 140, 100, 60 pixels), so the episode stops at step 4
     leaves = gts[0].float()
-    decoded = iter([leaves[0], leaves[1], leaves[2], leaves[2], leaves[2]])
+    decoded = iter([leaves[1], leaves[0], leaves[2], leaves[2], leaves[2]])
     module.decoder.forward = lambda action, pyramid: torch.logit(next(decoded).clamp(1e-4, 1 - 1e-4))[None, None]
     module.sampled_state_update(image, aux, pyramid, gts)
     assert len(leaves) == 3 and len(seen) == 4  # three leaves, then the stop step; no step after it
     assert torch.equal(seen[0][0], torch.zeros_like(seen[0][0])) and seen[0][1] is None  # rollout_fraction 1: empty start
-    assert torch.allclose(seen[1][0][0, 0], leaves[0], atol=1e-3)  # M_2 = max(M_1, D(mu_1))
+    assert torch.allclose(seen[1][0][0, 0], leaves[1], atol=1e-3)  # M_2 = max(M_1, D(mu_1))
     assert torch.allclose(seen[3][0][0, 0], leaves.amax(0), atol=1e-3)
     assert seen[3][1] is not None  # the LSTM state is carried along the rollout
