@@ -709,9 +709,9 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
             "or to stop), each update starts from a state sampled from the ground truth (k instances covered, all of "
             f"them with probability 0.2; M_1 = 0 on a {schedule.init_rollout_fraction:g} share of the updates) and "
             f"trains {schedule.init_rollout} steps of the actor's own rollout, M_{{t+1}} = max(M_t, D(mu_t)) as at "
-            "inference, with one-step truncated gradients. Each step's BCE target is the instance not yet half "
-            "covered with the best soft Dice (the largest while none reaches 0.2), its termination target 'continue' "
-            "iff such an instance is left."
+            "inference, with one-step truncated gradients. Each step's BCE target is the instance neither half "
+            "covered nor already a target earlier in the episode with the best soft Dice (the largest while none "
+            "reaches 0.2), its termination target 'continue' iff such an instance is left."
         ))
         items.append((
             f"Last stage: actor lr {schedule.ac_lr or schedule.lr} for every row, critic lr "
