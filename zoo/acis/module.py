@@ -423,8 +423,9 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         `rollout_fraction` share of the updates), LSTM state empty; then the actor takes `rollout` steps on
         its latent means, M_{t+1} = max(M_t, D(mu_t)) as at inference. Each step's BCE target is
         `next_leaf_target` (best soft Dice among the leaves neither half covered nor already a target of this
-        episode) and its termination target "continue" iff such a leaf exists; an image leaves the episode after its stop step. Gradients are
-        truncated to one step (state and LSTM state detached), so memory does not grow with `rollout`.
+        episode) and its termination target "continue" iff such a leaf exists; an image leaves the episode after
+        its stop step. Gradients are truncated to one step (state and LSTM state detached), so memory does not
+        grow with `rollout`.
 
         Two further deviations, off by default (the `cpu` profile turns both on): `init_dice_weight` adds that
         weight times the soft-Dice loss 1 - 2|p.g| / (|p| + |g|) to each matched leaf's BCE. A leaf is ~1 % of a
