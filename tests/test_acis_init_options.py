@@ -110,7 +110,6 @@ def test_the_card_notes_keep_the_last_stage_and_name_the_init_options_in_force(f
     assert any("decoder is fine-tuned" in item for item in items) == schedule.init_train_decoder
 
 
-
 def test_the_cvae_epochs_flag_overrides_the_profile():
     from recipes._acis_common import build_parser, profile_settings
     from recipes.acis_cvppp import CVPPP
