@@ -235,6 +235,8 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
                         "as pre-trained)")
     parser.add_argument("--cvae-epochs", type=int, default=None,
                         help="epochs of the cVAE stage (default: the profile's)")
+    parser.add_argument("--init-rollout", type=int, default=None,
+                        help="actor steps of its own rollout trained per init-stage update (default: the profile's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; data loading runs in one worker process beside them (default 1: "
@@ -435,12 +437,13 @@ def profile_name(args) -> str:
 def profile_settings(benchmark: Benchmark, args) -> tuple[ACISConfig, Schedule]:
     config, schedule = _profile(benchmark, args)
     overrides = {"init_dice_weight": args.init_dice_weight, "init_train_decoder": args.init_train_decoder,
-                 "cvae_epochs": args.cvae_epochs}
+                 "cvae_epochs": args.cvae_epochs, "init_rollout": args.init_rollout}
     overrides = {name: value for name, value in overrides.items() if value is not None}
     if overrides.get("init_dice_weight", 0.0) < 0:
         raise SystemExit(f"--init-dice-weight must be >= 0, got {args.init_dice_weight}")
-    if overrides.get("cvae_epochs", 1) < 1:
-        raise SystemExit(f"--cvae-epochs must be >= 1, got {args.cvae_epochs}")
+    for name in ("cvae_epochs", "init_rollout"):
+        if overrides.get(name, 1) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {overrides[name]}")
     return config, dataclasses.replace(schedule, **overrides)
 
 

@@ -110,7 +110,7 @@ def test_the_card_notes_keep_the_last_stage_and_name_the_init_options_in_force(f
     assert any("decoder is fine-tuned" in item for item in items) == schedule.init_train_decoder
 
 
-def test_the_cvae_epochs_flag_overrides_the_profile():
+def test_the_cvae_epochs_and_init_rollout_flags_override_the_profile():
     from recipes._acis_common import build_parser, profile_settings
     from recipes.acis_cvppp import CVPPP
 
@@ -121,3 +121,7 @@ def test_the_cvae_epochs_flag_overrides_the_profile():
     assert schedule("--cvae-epochs", "7").cvae_epochs == 7
     with pytest.raises(SystemExit, match="--cvae-epochs"):
         schedule("--cvae-epochs", "0")
+    assert schedule().init_rollout == CVPPP.cpu_schedule.init_rollout
+    assert schedule("--init-rollout", "9").init_rollout == 9
+    with pytest.raises(SystemExit, match="--init-rollout"):
+        schedule("--init-rollout", "0")
