@@ -237,6 +237,9 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
                         help="epochs of the cVAE stage (default: the profile's)")
     parser.add_argument("--init-rollout", type=int, default=None,
                         help="actor steps of its own rollout trained per init-stage update (default: the profile's)")
+    parser.add_argument("--critic-warmup", type=int, default=None,
+                        help="AC rows: updates that train the critic alone before the actor's first step (default: "
+                        "the profile's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; data loading runs in one worker process beside them (default 1: "
@@ -437,13 +440,14 @@ def profile_name(args) -> str:
 def profile_settings(benchmark: Benchmark, args) -> tuple[ACISConfig, Schedule]:
     config, schedule = _profile(benchmark, args)
     overrides = {"init_dice_weight": args.init_dice_weight, "init_train_decoder": args.init_train_decoder,
-                 "cvae_epochs": args.cvae_epochs, "init_rollout": args.init_rollout}
+                 "cvae_epochs": args.cvae_epochs, "init_rollout": args.init_rollout,
+                 "critic_warmup": args.critic_warmup}
     overrides = {name: value for name, value in overrides.items() if value is not None}
     if overrides.get("init_dice_weight", 0.0) < 0:
         raise SystemExit(f"--init-dice-weight must be >= 0, got {args.init_dice_weight}")
-    for name in ("cvae_epochs", "init_rollout"):
-        if overrides.get(name, 1) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {overrides[name]}")
+    for name, least in (("cvae_epochs", 1), ("init_rollout", 1), ("critic_warmup", 0)):
+        if overrides.get(name, least) < least:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= {least}, got {overrides[name]}")
     return config, dataclasses.replace(schedule, **overrides)
 
 

@@ -110,7 +110,7 @@ def test_the_card_notes_keep_the_last_stage_and_name_the_init_options_in_force(f
     assert any("decoder is fine-tuned" in item for item in items) == schedule.init_train_decoder
 
 
-def test_the_cvae_epochs_and_init_rollout_flags_override_the_profile():
+def test_the_cvae_epochs_init_rollout_and_critic_warmup_flags_override_the_profile():
     from recipes._acis_common import build_parser, profile_settings
     from recipes.acis_cvppp import CVPPP
 
@@ -125,3 +125,7 @@ def test_the_cvae_epochs_and_init_rollout_flags_override_the_profile():
     assert schedule("--init-rollout", "9").init_rollout == 9
     with pytest.raises(SystemExit, match="--init-rollout"):
         schedule("--init-rollout", "0")
+    assert schedule().critic_warmup == CVPPP.cpu_schedule.critic_warmup
+    assert schedule("--critic-warmup", "0").critic_warmup == 0
+    with pytest.raises(SystemExit, match="--critic-warmup"):
+        schedule("--critic-warmup", "-1")
