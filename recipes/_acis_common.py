@@ -37,6 +37,7 @@ from zoo.acis.module import ActorCriticModule, CVAEModule, PreprocessingModule, 
 from zoo.acis.networks import ACISConfig, state_pyramid
 
 STAGES = ("preproc", "cvae", "init", "train", "eval")
+SHAREABLE = STAGES[:3]  # the stages --pretrained-run can provide
 PROFILES = ("embedded", "cpu", "paper")
 ABLATIONS = ("AC", "AC-NoKL", "AC-NoSP", "BL", "BL-Trunc")
 PAPER = "Actor-Critic Instance Segmentation (Araslanov, Rothkopf, Roth; CVPR 2019)"
@@ -216,7 +217,10 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     parser.add_argument("--stage", choices=("all",) + STAGES, default="all")
     parser.add_argument("--ablation", choices=ABLATIONS, default="AC", help="the Table 1 row trained by `train`")
     parser.add_argument("--pretrained-run", type=Path, default=None,
-                        help="take the preproc / cvae / init checkpoints from this run dir instead of training them")
+                        help="take the checkpoints of the --share-stages from this run dir instead of training them")
+    parser.add_argument("--share-stages", nargs="+", choices=SHAREABLE, default=list(SHAREABLE),
+                        help="with --pretrained-run: the earlier stages taken from it, a leading part of "
+                        f"{' '.join(SHAREABLE)} (default: all three; e.g. `preproc cvae` trains its own init stage)")
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="network widths and schedule: 'embedded' (minutes, the default without --data-dir), "
                         "'paper' (the paper's, the default with --data-dir; GPU-days), 'cpu' (real data on 2 CPU "
@@ -235,6 +239,9 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
                         "as pre-trained)")
     parser.add_argument("--cvae-epochs", type=int, default=None,
                         help="epochs of the cVAE stage (default: the profile's)")
+    parser.add_argument("--init-epochs", type=int, default=None,
+                        help="epochs of the init stage (default: the profile's; a finished shorter init stage resumes "
+                        "and trains on)")
     parser.add_argument("--init-rollout", type=int, default=None,
                         help="actor steps of its own rollout trained per init-stage update (default: the profile's)")
     parser.add_argument("--critic-warmup", type=int, default=None,
@@ -289,9 +296,13 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
     datamodule = benchmark.datamodule(data_dir, schedule.batch_size, schedule.framing, config.height)
     if args.pretrained_run is not None and args.ablation == "AC-NoSP":
         raise SystemExit("--ablation AC-NoSP needs its own cVAE without the State Pyramid: drop --pretrained-run")
+    shared = shared_stages(args)
+    if args.stage in shared:
+        raise SystemExit(f"--stage {args.stage}: this run takes that stage from --pretrained-run {args.pretrained_run}; "
+                         f"leave it out of --share-stages to train it here")
     stages = STAGES if args.stage == "all" else (args.stage,)
-    if args.pretrained_run is not None and args.stage == "all":
-        stages = ("train", "eval")
+    if args.stage == "all":
+        stages = tuple(stage for stage in STAGES if stage not in shared)
     epochs = lambda n: max(1, round(n * args.epochs_scale))  # noqa: E731
 
     def epoch_schedule(entries: list | None) -> list | None:
@@ -440,12 +451,12 @@ def profile_name(args) -> str:
 def profile_settings(benchmark: Benchmark, args) -> tuple[ACISConfig, Schedule]:
     config, schedule = _profile(benchmark, args)
     overrides = {"init_dice_weight": args.init_dice_weight, "init_train_decoder": args.init_train_decoder,
-                 "cvae_epochs": args.cvae_epochs, "init_rollout": args.init_rollout,
+                 "cvae_epochs": args.cvae_epochs, "init_epochs": args.init_epochs, "init_rollout": args.init_rollout,
                  "critic_warmup": args.critic_warmup}
     overrides = {name: value for name, value in overrides.items() if value is not None}
     if overrides.get("init_dice_weight", 0.0) < 0:
         raise SystemExit(f"--init-dice-weight must be >= 0, got {args.init_dice_weight}")
-    for name, least in (("cvae_epochs", 1), ("init_rollout", 1), ("critic_warmup", 0)):
+    for name, least in (("cvae_epochs", 1), ("init_epochs", 1), ("init_rollout", 1), ("critic_warmup", 0)):
         if overrides.get(name, least) < least:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= {least}, got {overrides[name]}")
     return config, dataclasses.replace(schedule, **overrides)
@@ -462,9 +473,21 @@ def _profile(benchmark: Benchmark, args) -> tuple[ACISConfig, Schedule]:
     return benchmark.embedded_config, benchmark.embedded_schedule
 
 
+def shared_stages(args) -> tuple[str, ...]:
+    """The stages taken from --pretrained-run (none without it), checked to be a leading part of SHAREABLE: a later
+    stage is trained on an earlier one's outputs, so a run cannot train its own cVAE under a shared init actor."""
+    if args.pretrained_run is None:
+        return ()
+    shared = tuple(stage for stage in SHAREABLE if stage in args.share_stages)
+    if not shared or shared != SHAREABLE[: len(shared)]:
+        raise SystemExit(f"--share-stages {' '.join(args.share_stages)}: want a leading part of "
+                         f"{' '.join(SHAREABLE)}, e.g. `preproc cvae` (this run then trains its own init stage)")
+    return shared
+
+
 def source_of(args, run_dir: Path, stage: str) -> Path:
     """The checkpoint a later stage starts from: this run's, or --pretrained-run's for the shared stages."""
-    base = args.pretrained_run if args.pretrained_run is not None and stage != "train" else run_dir
+    base = args.pretrained_run if stage in shared_stages(args) else run_dir
     return base / "checkpoints" / stage / "last.ckpt"
 
 

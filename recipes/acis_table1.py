@@ -4,7 +4,9 @@ Needs a finished run of the recipe (`python -m recipes.acis_cvppp ...`, default 
 pre-processing net, cVAE and init actor are shared by the rows. For every row in `--rows` and every seed in
 `--seeds`, a run directory `RUN_DIR-<row>-s<seed>` trains the last stage (`--ablation <row> --seed <seed>`) with the
 same budget (`--train-epochs`) and the same settings for every row, then evaluates; AC-NoSP trains its whole
-pipeline (its cVAE has no State Pyramid). Options after `--` go to every row's recipe command unchanged (e.g.
+pipeline (its cVAE has no State Pyramid). For every seed in `--init-seeds`, `RUN_DIR-init-s<seed>` trains its own
+init stage from the base run's pre-processing net and cVAE, then AC with the rows' budget: the init actor's row is
+then over the base run's seed and these, and a row "AC, own init stage" shows what a seed changes in both stages. Options after `--` go to every row's recipe command unchanged (e.g.
 `-- --data-dir ../shared/realdata/CVPPP --profile cpu`): they must match the base run's.
 
 The table (the init actor, then each row as mean ± sample standard deviation over its seeds, with the per-seed
@@ -40,11 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--row-seeds", nargs="+", default=[], metavar="ROW=S1,S2",
                         help="other seeds for some rows, e.g. AC-NoSP=1 (its whole pipeline costs far more)")
+    parser.add_argument("--init-seeds", nargs="+", type=int, default=[],
+                        help="seeds (other than the base run's) of init stages trained from the base run's cVAE, for "
+                        "the init actor's spread over seeds")
     parser.add_argument("--train-epochs", type=int, default=None,
                         help="epochs of every row's last stage (default: the profile's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.epilog = "Options after -- go to every row's recipe command unchanged."
     return parser
+
+
+def base_seed(command: str) -> int:
+    """The --seed of the base run's recorded command (the recipe's default 0 without one)."""
+    words = command.split()
+    return int(words[words.index("--seed") + 1]) if "--seed" in words else 0
 
 
 def run_row(command: list[str]) -> None:
@@ -81,28 +92,42 @@ def main(argv: list[str] | None = None) -> str:
         if row not in seeds or not values:
             raise SystemExit(f"--row-seeds {override}: want ROW=S1,S2 with ROW among --rows {args.rows}")
         seeds[row] = [int(value) for value in values.split(",")]
-    for ablation in args.rows:
-        for seed in seeds[ablation]:
+    results = json.loads((run_dir / "results.json").read_text())
+    base = json.loads((run_dir / "metrics.json").read_text())
+    first_seed = base_seed(results["command"])
+    init_seeds = [seed for seed in args.init_seeds if seed != first_seed]
+    for ablation in args.rows + ["init"] * bool(init_seeds):
+        for seed in (init_seeds if ablation == "init" else seeds[ablation]):
             out = row_dir(run_dir, ablation, seed)
             if not (out / "results.json").is_file():
-                shared = [] if ablation == "AC-NoSP" else ["--pretrained-run", str(run_dir)]
-                run_row([sys.executable, "-m", f"recipes.acis_{args.benchmark}", "--ablation", ablation,
+                shared = {"AC-NoSP": [], "init": ["--pretrained-run", str(run_dir), "--share-stages", "preproc", "cvae"]
+                          }.get(ablation, ["--pretrained-run", str(run_dir)])
+                run_row([sys.executable, "-m", f"recipes.acis_{args.benchmark}",
+                         "--ablation", "AC" if ablation == "init" else ablation,
                          "--seed", str(seed), "--run-dir", str(out), "--threads", str(args.threads), *budget,
                          *shared, *args.recipe_args])
 
-    results = json.loads((run_dir / "results.json").read_text())
     names = [(metric["type"], metric["name"]) for metric in results["results"][0]["metrics"]]
     keys = {kind: key for key, (kind, _) in getattr(recipe, args.benchmark.upper()).metric_names.items()}
-    base = json.loads((run_dir / "metrics.json").read_text())
-    table = {"init actor (before the last stage, one run)": {keys[kind]: [base["before_train_stage"][keys[kind]]]
-                                                             for kind, _ in names}}
+    own_init = [json.loads((row_dir(run_dir, "init", seed) / "metrics.json").read_text()) for seed in init_seeds]
+    label = "init actor (before the last stage" + (")" if init_seeds else ", one run)")
+    table = {label: {keys[kind]: [m["before_train_stage"][keys[kind]] for m in [base, *own_init]] for kind, _ in names}}
     commands = {}
+    if init_seeds:
+        seeds["init actor"] = [first_seed, *init_seeds]
+        commands["init"] = json.loads((row_dir(run_dir, "init", init_seeds[0]) / "results.json").read_text())["command"]
     for ablation in args.rows:
         per_seed = [json.loads((row_dir(run_dir, ablation, seed) / "metrics.json").read_text())
                     for seed in seeds[ablation]]
         table[ablation] = {keys[kind]: [m[keys[kind]] for m in per_seed] for kind, _ in names}
         commands[ablation] = json.loads(
             (row_dir(run_dir, ablation, seeds[ablation][0]) / "results.json").read_text())["command"]
+    if init_seeds:
+        # the base seed's AC row is trained from the base run's init stage, which that seed trained
+        same_seed = row_dir(run_dir, "AC", first_seed) / "metrics.json"
+        both = ([json.loads(same_seed.read_text())] if same_seed.is_file() else []) + own_init
+        seeds["AC, own init stage"] = [first_seed] * same_seed.is_file() + init_seeds
+        table["AC, own init stage"] = {keys[kind]: [m[keys[kind]] for m in both] for kind, _ in names}
 
     def cell(values: list[float]) -> str:
         mean, deviation = spread(values)
@@ -121,7 +146,8 @@ def main(argv: list[str] | None = None) -> str:
         f"{label}: " + ", ".join(f"{name} {cell(values[keys[kind]])}" for kind, name in names)
         for label, values in table.items())
     origin = "the last stage of each row from this run's init stage" + (
-        "; AC-NoSP with its own cVAE and init stage" if "AC-NoSP" in args.rows else "")
+        "; AC-NoSP with its own cVAE and init stage" if "AC-NoSP" in args.rows else "") + (
+        "; the init actor and 'AC, own init stage' with an init stage per seed from this run's cVAE" if init_seeds else "")
     seed_text = "; ".join(f"{row} {values}" for row, values in seeds.items())
     note = (f"{NOTE_PREFIX} ({origin}; mean ± sample standard deviation over the seeds ({seed_text}), per-seed values "
             f"in brackets; every row the same epochs and actor learning rate): {described}. Row commands (first seed): " + "; ".join(f"{row}: `{command}`" for row, command in commands.items()) + ".")

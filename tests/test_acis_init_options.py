@@ -110,7 +110,7 @@ def test_the_card_notes_keep_the_last_stage_and_name_the_init_options_in_force(f
     assert any("decoder is fine-tuned" in item for item in items) == schedule.init_train_decoder
 
 
-def test_the_cvae_epochs_init_rollout_and_critic_warmup_flags_override_the_profile():
+def test_the_cvae_epochs_init_epochs_init_rollout_and_critic_warmup_flags_override_the_profile():
     from recipes._acis_common import build_parser, profile_settings
     from recipes.acis_cvppp import CVPPP
 
@@ -121,6 +121,10 @@ def test_the_cvae_epochs_init_rollout_and_critic_warmup_flags_override_the_profi
     assert schedule("--cvae-epochs", "7").cvae_epochs == 7
     with pytest.raises(SystemExit, match="--cvae-epochs"):
         schedule("--cvae-epochs", "0")
+    assert schedule().init_epochs == CVPPP.cpu_schedule.init_epochs
+    assert schedule("--init-epochs", "120").init_epochs == 120
+    with pytest.raises(SystemExit, match="--init-epochs"):
+        schedule("--init-epochs", "0")
     assert schedule().init_rollout == CVPPP.cpu_schedule.init_rollout
     assert schedule("--init-rollout", "9").init_rollout == 9
     with pytest.raises(SystemExit, match="--init-rollout"):
@@ -129,3 +133,28 @@ def test_the_cvae_epochs_init_rollout_and_critic_warmup_flags_override_the_profi
     assert schedule("--critic-warmup", "0").critic_warmup == 0
     with pytest.raises(SystemExit, match="--critic-warmup"):
         schedule("--critic-warmup", "-1")
+
+
+def test_share_stages_picks_which_checkpoints_come_from_the_pretrained_run(tmp_path):
+    from recipes._acis_common import build_parser, source_of
+    from recipes.acis_cvppp import CVPPP
+
+    def sources(*flags):
+        args = build_parser(CVPPP).parse_args(["--data-dir", "x", *flags])
+        return [source_of(args, tmp_path / "own", stage).parent.parent.parent.name for stage in ("preproc", "cvae", "init")]
+
+    assert sources() == ["own"] * 3
+    assert sources("--pretrained-run", str(tmp_path / "base")) == ["base"] * 3
+    assert sources("--pretrained-run", str(tmp_path / "base"), "--share-stages", "preproc", "cvae") == ["base", "base", "own"]
+    with pytest.raises(SystemExit, match="leading part"):
+        sources("--pretrained-run", str(tmp_path / "base"), "--share-stages", "cvae", "init")
+
+
+@pytest.mark.parametrize("flags,message", [(["--share-stages", "preproc", "--stage", "preproc"], "--stage preproc"),
+                                           (["--stage", "init"], "--stage init")])
+def test_a_stage_taken_from_the_pretrained_run_is_not_trained_here(tmp_path, flags, message):
+    from recipes.acis_cvppp import main
+
+    with pytest.raises(SystemExit, match=message):
+        main(["--data-dir", str(tmp_path), "--profile", "cpu", "--run-dir", str(tmp_path / "run"),
+              "--pretrained-run", str(tmp_path / "base"), *flags])

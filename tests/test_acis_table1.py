@@ -87,3 +87,33 @@ def test_options_after_a_double_dash_reach_every_rows_command(tmp_path, monkeypa
     assert commands[0][commands[0].index("--seed") + 1] == "3"
     recorded = json.loads((run_dir / "results.json").read_text())["table1_command"]
     assert recorded.endswith("--train-epochs 8 -- --data-dir somewhere --profile cpu")
+
+
+def test_init_seeds_train_their_own_init_stage_from_the_base_cvae_and_spread_the_init_row(tmp_path, monkeypatch):
+    run_dir = tmp_path / "acis-cvppp"
+    write_run(run_dir, "AC", 0.3, 6.0, before=0.2)
+    results = json.loads((run_dir / "results.json").read_text())
+    results["command"] = "python -m recipes.acis_cvppp --seed 1 --profile cpu"
+    (run_dir / "results.json").write_text(json.dumps(results))
+    for seed, sbd in ((0, 0.31), (1, 0.33)):
+        write_run(row_dir(run_dir, "AC", seed), "AC", sbd, 6.0)
+    commands = []
+
+    def fake_row(command):
+        commands.append(command)
+        seed = int(command[command.index("--seed") + 1])
+        write_run(Path(command[command.index("--run-dir") + 1]), "AC", 0.5 + seed / 10, 5.0, before=0.4 + seed / 10)
+
+    monkeypatch.setattr(table1, "run_row", fake_row)
+    table = main(["cvppp", "--run-dir", str(run_dir), "--rows", "AC", "--seeds", "0", "1",
+                  "--init-seeds", "1", "2", "3"]).splitlines()
+    # the base run's own seed (1) is not trained again: its init stage is the base run's
+    assert [c[c.index("--seed") + 1] for c in commands] == ["2", "3"]
+    assert all(c[c.index("--ablation") + 1] == "AC" and c[c.index("--run-dir") + 1].endswith(f"-init-s{c[c.index('--seed') + 1]}")
+               for c in commands)
+    assert commands[0][commands[0].index("--pretrained-run"):][:5] == [
+        "--pretrained-run", str(run_dir), "--share-stages", "preproc", "cvae"]
+    assert table[2].startswith("| init actor (before the last stage) | 0.500 ± 0.265 (0.200, 0.600, 0.700) |")
+    assert table[-1].startswith("| AC, own init stage | 0.610 ± 0.248 (0.330, 0.700, 0.800) |")
+    stored = json.loads((run_dir / "table1.json").read_text())
+    assert stored["seeds"]["init actor"] == [1, 2, 3] and stored["seeds"]["AC, own init stage"] == [1, 2, 3]
