@@ -75,6 +75,7 @@ class Schedule:
     init_rollout_fraction: float = 0.0  # share of init updates starting from M_1 = 0 (else from ground-truth leaves)
     init_dice_weight: float = 0.0  # soft-Dice loss weight beside the init stage's BCE (0: BCE only, the paper's loss)
     init_train_decoder: bool = False  # fine-tune the cVAE decoder in the init stage (the later rows keep it frozen)
+    init_sample_actions: bool = False  # the init stage decodes sampled actions, not the mean, so that it trains sigma
     init_curriculum: list = field(default_factory=lambda: [[0, 1]])  # counted in updates (unused by the init stage)
     curriculum: list = field(default_factory=lambda: [[0, 5]])  # AC rows, counted in updates
     bl_curriculum: list = field(default_factory=lambda: [[0, 5]])  # BL rows, counted in updates
@@ -237,6 +238,9 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     parser.add_argument("--init-train-decoder", action=argparse.BooleanOptionalAction, default=None,
                         help="fine-tune the cVAE decoder in the init stage (default: the profile's; the paper keeps it "
                         "as pre-trained)")
+    parser.add_argument("--init-sample-actions", action=argparse.BooleanOptionalAction, default=None,
+                        help="the init stage decodes a sampled action instead of the policy's mean, so that it trains "
+                        "the policy's sigma, the last stage's exploration (default: the profile's)")
     parser.add_argument("--cvae-epochs", type=int, default=None,
                         help="epochs of the cVAE stage (default: the profile's)")
     parser.add_argument("--init-epochs", type=int, default=None,
@@ -363,7 +367,9 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
                                        rollout_fraction=schedule.init_rollout_fraction,
                                        target_order="dice", epoch_schedule=epoch_schedule(schedule.init_epoch_schedule),
                                        init_dice_weight=schedule.init_dice_weight,
-                                       init_train_decoder=schedule.init_train_decoder)
+                                       init_train_decoder=schedule.init_train_decoder,
+                                       # None, not False: init checkpoints from before the option keep their identity
+                                       init_sample_actions=schedule.init_sample_actions or None)
             cvae = load(CVAEModule, source("cvae"))
             module.load_pretrained(cvae.preproc, cvae.decoder)
             trained = fit(module, stage, epochs(schedule.init_epochs))
@@ -451,6 +457,7 @@ def profile_name(args) -> str:
 def profile_settings(benchmark: Benchmark, args) -> tuple[ACISConfig, Schedule]:
     config, schedule = _profile(benchmark, args)
     overrides = {"init_dice_weight": args.init_dice_weight, "init_train_decoder": args.init_train_decoder,
+                 "init_sample_actions": args.init_sample_actions,
                  "cvae_epochs": args.cvae_epochs, "init_epochs": args.init_epochs, "init_rollout": args.init_rollout,
                  "critic_warmup": args.critic_warmup}
     overrides = {name: value for name, value in overrides.items() if value is not None}
@@ -757,6 +764,11 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
     if schedule.init_train_decoder:
         items.append("Init stage (deviation): the cVAE decoder is fine-tuned with the actor (BatchNorm statistics "
                      "frozen); the last stage keeps that decoder frozen, as the paper keeps the pre-trained one.")
+    if schedule.init_sample_actions:
+        items.append(f"Init stage: every step decodes a reparameterised sample of the policy, so the mask loss trains "
+                     f"its sigma, the last stage's exploration, as the authors' init stage samples (they use lambda_KL "
+                     f"0.1 while sampling, then decode the mean with lambda_KL 0; here beta {schedule.beta_kl:g} "
+                     "throughout and no mean-decoding phase, in which a nonzero beta would pull sigma back to 1).")
     return items
 
 

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from test_acis import TINY, tiny_batch, tiny_module
-from zoo.acis.module import ActorCriticModule
+from zoo.acis.module import ActorCriticModule, prepare_batch
+from zoo.acis.networks import state_pyramid
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -121,6 +122,7 @@ def test_the_cvae_epochs_init_epochs_init_rollout_and_critic_warmup_flags_overri
     assert schedule("--cvae-epochs", "7").cvae_epochs == 7
     with pytest.raises(SystemExit, match="--cvae-epochs"):
         schedule("--cvae-epochs", "0")
+    assert not schedule().init_sample_actions and schedule("--init-sample-actions").init_sample_actions
     assert schedule().init_epochs == CVPPP.cpu_schedule.init_epochs
     assert schedule("--init-epochs", "120").init_epochs == 120
     with pytest.raises(SystemExit, match="--init-epochs"):
@@ -158,3 +160,23 @@ def test_a_stage_taken_from_the_pretrained_run_is_not_trained_here(tmp_path, fla
     with pytest.raises(SystemExit, match=message):
         main(["--data-dir", str(tmp_path), "--profile", "cpu", "--run-dir", str(tmp_path / "run"),
               "--pretrained-run", str(tmp_path / "base"), *flags])
+
+
+@pytest.mark.parametrize("sample", [None, True])
+def test_only_a_sampling_init_stage_trains_sigma_through_the_mask_loss(sample):
+    """With beta 0, sigma's output rows of the head get a gradient only from the masks (the termination unit does not
+    read the head), hence only when the init stage decodes a sample: decoding the mean leaves sigma to the KL alone."""
+    module = tiny_module(mode="BL-Trunc", sampled_states=True, curriculum=[[0, 1]], rollout=2, beta_kl=0.0,
+                         init_dice_weight=1.0, init_sample_actions=sample)
+    optimizer = torch.optim.SGD(module.actor.parameters(), lr=0.0)  # the gradients stay for reading
+    module.optimizers = lambda: optimizer
+    module.manual_backward = lambda loss: loss.backward()
+    module.clip_gradients = lambda *args, **kwargs: None
+    torch.manual_seed(1)
+    image, gts = prepare_batch(tiny_batch(), module.config)
+    aux = module.preproc.channels(image)
+    module.sampled_state_update(image, aux, state_pyramid(image, aux, module.config.levels), gts)
+    gradient = module.actor.head.net[-1].weight.grad.abs()
+    latent = module.config.latent_size
+    assert gradient[:latent].sum() > 0
+    assert (gradient[latent:].sum() > 0) == bool(sample)

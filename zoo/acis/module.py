@@ -294,6 +294,7 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         epoch_schedule: list | None = None,
         init_dice_weight: float = 0.0,
         init_train_decoder: bool = False,
+        init_sample_actions: bool | None = None,
     ):
         super().__init__()
         if mode not in MODES:
@@ -434,6 +435,13 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         fine-tunes the cVAE decoder with the actor here (its BatchNorm statistics stay frozen): the decoder was
         trained on the encoder's posterior codes, which the recurrent actor only approximates; the AC and BL rows
         then keep this decoder frozen, as the paper's.
+
+        `init_sample_actions` (None / False: decode the mean) decodes a reparameterised sample a_t ~ pi(. | s_t) instead,
+        for the loss, the target and the next state, as the authors' init stage samples (their `-noSampling` comes only
+        in its last third, with lambda_KL 0, which leaves sigma as sampling made it). Decoding the mean leaves sigma to
+        the KL alone, which pulls it to the prior's 1: on real plants every latent dimension of the init actor had
+        sigma ~1 while leaf codes differ by ~1.4 per dimension, so the last stage explored with noise as large as the
+        distance between leaves. Sampling lets the mask loss shrink sigma to what the decoder tolerates.
         """
         optimizer = self.optimizers()
         accumulated, hidden = torch.zeros_like(image[:, :1]), None
@@ -457,7 +465,8 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
                 break
             covered_region = accumulated[:, 0] > 0.5
             policy, continue_logit, hidden = self.actor(image, accumulated, aux, hidden)
-            logit = self.decoder(policy.mean, pyramid)[:, 0]
+            action = policy.rsample() if self.hparams.get("init_sample_actions") else policy.mean
+            logit = self.decoder(action, pyramid)[:, 0]
             probability = torch.sigmoid(logit).detach()
             mask_loss, matched, keep_going, in_episode = image.new_zeros(()), 0, [], []
             for i, gt in enumerate(gts):
