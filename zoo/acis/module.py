@@ -439,9 +439,9 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         `init_sample_actions` (None / False: decode the mean) decodes a reparameterised sample a_t ~ pi(. | s_t) instead,
         for the loss, the target and the next state, as the authors' init stage samples (their `-noSampling` comes only
         in its last third, with lambda_KL 0, which leaves sigma as sampling made it). Decoding the mean leaves sigma to
-        the KL alone, which pulls it to the prior's 1: on real plants every latent dimension of the init actor had
-        sigma ~1 while leaf codes differ by ~1.4 per dimension, so the last stage explored with noise as large as the
-        distance between leaves. Sampling lets the mask loss shrink sigma to what the decoder tolerates.
+        the KL alone, which pulls it to the prior's 1 (on real plants every latent dimension of the init actor had
+        sigma ~1), so the last stage's exploration is whatever the prior says, not what the masks tolerate. Sampling
+        lets the mask loss set sigma.
         """
         optimizer = self.optimizers()
         accumulated, hidden = torch.zeros_like(image[:, :1]), None
