@@ -150,8 +150,9 @@ def measure(model, frames: list[np.ndarray], sequence: str, device: str) -> dict
         "selection_decisions": kinds.count("selection"),
         "assignment_decisions": kinds.count("assignment"),
         "object_ids": int(len(np.unique(labels[labels > 0]))),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB on Linux
+        # current first: the peak read after it includes it, so peak >= after even if memory grows in between
         "rss_after_mib": resident_mib(),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB on Linux
         "peak_cuda_allocated_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
     }
 

@@ -216,8 +216,9 @@ def run(args: argparse.Namespace) -> dict:
         "quality_network": quality,
         "engines": engines,
         "paper_reference": PAPER_REFERENCE,
+        # current first: the peak read after it includes it, so peak >= after even if memory grows in between
+        "rss_after_mib": resident_mib(),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB on Linux
         "rss_before_model_mib": rss_start,
-        "rss_after_mib": resident_mib(),
         **cpu_load(load_before, args.threads),
     }
