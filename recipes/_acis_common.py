@@ -76,6 +76,7 @@ class Schedule:
     init_dice_weight: float = 0.0  # soft-Dice loss weight beside the init stage's BCE (0: BCE only, the paper's loss)
     init_train_decoder: bool = False  # fine-tune the cVAE decoder in the init stage (the later rows keep it frozen)
     init_sample_actions: bool = False  # the init stage decodes sampled actions, not the mean, so that it trains sigma
+    critic_repeats: bool = False  # AC rows: the critic also regresses re-taken earlier masks (known outcome)
     init_curriculum: list = field(default_factory=lambda: [[0, 1]])  # counted in updates (unused by the init stage)
     curriculum: list = field(default_factory=lambda: [[0, 5]])  # AC rows, counted in updates
     bl_curriculum: list = field(default_factory=lambda: [[0, 5]])  # BL rows, counted in updates
@@ -251,6 +252,9 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     parser.add_argument("--critic-warmup", type=int, default=None,
                         help="AC rows: updates that train the critic alone before the actor's first step (default: "
                         "the profile's)")
+    parser.add_argument("--critic-repeats", action=argparse.BooleanOptionalAction, default=None,
+                        help="AC rows: the critic also regresses, at every step, the re-take of an earlier mask of the "
+                        "episode, whose outcome is known (default: the profile's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; data loading runs in one worker process beside them (default 1: "
@@ -382,6 +386,8 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
                 critic_lr_factor=schedule.critic_lr_factor,
                 beta_kl=schedule.ac_beta_kl if schedule.ac_beta_kl is not None else schedule.beta_kl,
                 critic_warmup=schedule.critic_warmup, critic_iter=schedule.critic_iter,
+                # None, not False: checkpoints from before the option keep their identity
+                critic_repeats=(schedule.critic_repeats and actor_critic) or None,
                 curriculum=schedule.curriculum if actor_critic else schedule.bl_curriculum,
                 # the authors' lr and beta decay for the AC rows, lengths only for BL-Trunc (`paper_schedule`);
                 # --train-epochs cuts the schedule short or runs on with its last values
@@ -457,7 +463,7 @@ def profile_name(args) -> str:
 def profile_settings(benchmark: Benchmark, args) -> tuple[ACISConfig, Schedule]:
     config, schedule = _profile(benchmark, args)
     overrides = {"init_dice_weight": args.init_dice_weight, "init_train_decoder": args.init_train_decoder,
-                 "init_sample_actions": args.init_sample_actions,
+                 "init_sample_actions": args.init_sample_actions, "critic_repeats": args.critic_repeats,
                  "cvae_epochs": args.cvae_epochs, "init_epochs": args.init_epochs, "init_rollout": args.init_rollout,
                  "critic_warmup": args.critic_warmup}
     overrides = {name: value for name, value in overrides.items() if value is not None}
@@ -764,6 +770,11 @@ def notes(benchmark, args, synthetic, module) -> list[str]:
     if schedule.init_train_decoder:
         items.append("Init stage (deviation): the cVAE decoder is fine-tuned with the actor (BatchNorm statistics "
                      "frozen); the last stage keeps that decoder frozen, as the paper keeps the pre-trained one.")
+    if schedule.critic_repeats and args.ablation.startswith("AC"):
+        items.append("Critic (deviation): beside the actor's own actions it regresses, at every step t >= 1, the re-take "
+                     "of a uniformly drawn earlier mask of the episode. That mask lies inside M_t, so Eq. 3 leaves the "
+                     "state unchanged and its target is exact up to the state's value: the potential change it makes "
+                     "plus gamma times the return the episode collected from that state.")
     if schedule.init_sample_actions:
         items.append(f"Init stage: every step decodes a reparameterised sample of the policy, so the mask loss trains "
                      f"its sigma, the last stage's exploration, as the authors' init stage samples (they use lambda_KL "

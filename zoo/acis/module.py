@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.distributions import Normal, kl_divergence
 
-from zoo.acis.env import angle_targets, bce_assignment, episode_rewards, transition
+from zoo.acis.env import angle_targets, bce_assignment, episode_rewards, potential, transition
 from zoo.acis.model import ACISSegmenter
 from zoo.acis.networks import ACISConfig, ActorEncoder, Critic, Decoder, MaskEncoder, PreprocessingNet, state_pyramid
 from zoo.metrics.instances import instance_masks
@@ -79,6 +79,23 @@ def next_leaf_target(gt: torch.Tensor, covered: torch.Tensor, probability: torch
     if order == "size" or choice.max() < 0.2:
         choice = torch.where(candidates, area, torch.full_like(area, -1.0))
     return int(choice.argmax())
+
+
+def repeat_action_targets(binary: torch.Tensor, gt: torch.Tensor, returns: torch.Tensor, earlier: list[int],
+                          gamma: float, score: str = "dice") -> torch.Tensor:
+    """The critic's targets for re-taking an earlier action of one episode: at step t, the mask of step earlier[t] < t.
+
+    That mask lies inside M_t, so Eq. 3 leaves the state as it is, s_{t+1} = s_t, and the one-step target is exact but
+    for the value of s_t after it: r' + gamma * G_t, with r' the change of the Eq. 4 potential when the repeated mask
+    joins the t predictions so far (0 for a true duplicate) and G_t the return the episode went on to collect from
+    s_t. `binary` (T,H,W) holds the episode's binarised masks, `returns` (T,) its G_t; step 0 has nothing to repeat
+    (its entry is nan)."""
+    targets = torch.full((len(earlier),), float("nan"))
+    for t in range(1, len(earlier)):
+        before = potential(binary[:t], gt, score)
+        after = potential(torch.cat([binary[:t], binary[earlier[t]][None]]), gt, score)
+        targets[t] = after - before + gamma * float(returns[t])
+    return targets
 
 
 def scheduled_settings(schedule: list | None, epoch: int, defaults: dict) -> dict:
@@ -295,6 +312,7 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         init_dice_weight: float = 0.0,
         init_train_decoder: bool = False,
         init_sample_actions: bool | None = None,
+        critic_repeats: bool | None = None,
     ):
         super().__init__()
         if mode not in MODES:
@@ -542,6 +560,26 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         return {"train/loss_actor": loss.detach(), "train/termination": termination.detach() / batch}
 
     # --- AC ----------------------------------------------------------------------------------------
+    def repeat_pairs(self, masks_bt: torch.Tensor, gts: list[torch.Tensor], returns: torch.Tensor, steps: int):
+        """`critic_repeats` (a deviation, off by default): beside the actions the actor took, the critic regresses
+        at every step t >= 1 one counterfactual action whose outcome is known, the mask of a uniformly drawn earlier
+        step of the episode, with `repeat_action_targets`. On real plants the last stage made the actor repeat leaves:
+        a critic trained only on the actor's own masks had never seen what a mask inside M_t is worth.
+        Returns the repeated masks (B, T, 1, H, W) and their targets (B, T), nan where there is none."""
+        batch = masks_bt.shape[0]
+        repeated = torch.zeros_like(masks_bt)
+        targets = torch.full((batch, steps), float("nan"))
+        for i, gt in enumerate(gts):
+            length = min(steps, len(gt))
+            if length < 2:
+                continue
+            earlier = [0] + [int(torch.randint(t, ())) for t in range(1, length)]
+            binary = masks_bt[i, :length] > self.hparams.reward_threshold
+            targets[i, :length] = repeat_action_targets(binary, gt, returns[i, :length].cpu(), earlier,
+                                                        self.hparams.gamma, self.hparams.score)
+            repeated[i, :length] = masks_bt[i, earlier]
+        return repeated[:, :, None], targets.to(masks_bt.device)
+
     def actor_critic_update(self, image, aux, pyramid, gts, counts, steps) -> dict:
         """One iteration of Algorithm 1: roll out with sampled actions, then update critic and actor.
 
@@ -595,12 +633,18 @@ class ActorCriticModule(_RNGCheckpointMixin, pl.LightningModule):
         returns = discounted_returns(rewards, self.hparams.gamma, in_episode, bootstrap).to(image.device)
         in_episode = in_episode.to(image.device).float()
 
+        repeats = self.repeat_pairs(masks_bt, gts, returns, steps) if self.hparams.get("critic_repeats") else None
         critic_opt.zero_grad()
         critic_loss_total, terms = 0.0, max(float(in_episode.sum()), 1.0)
         with self.toggled_optimizer(critic_opt):
             for t in range(steps):  # one step at a time keeps the memory flat in the sequence length
                 q_value = self.critic(image, states[t], masks[t], aux)
                 loss = ((q_value - returns[:, t]) ** 2 * in_episode[:, t]).sum() / terms
+                if repeats is not None and t > 0:
+                    repeated, targets = repeats[0][:, t], repeats[1][:, t]
+                    valid = in_episode[:, t] * torch.isfinite(targets).float()
+                    q_repeat = self.critic(image, states[t], repeated, aux)
+                    loss = loss + ((q_repeat - targets.nan_to_num()) ** 2 * valid).sum() / terms
                 self.manual_backward(loss)
                 critic_loss_total += loss.detach().item()
         self.clip_gradients(critic_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
