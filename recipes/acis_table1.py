@@ -109,12 +109,13 @@ def main(argv: list[str] | None = None) -> str:
 
     names = [(metric["type"], metric["name"]) for metric in results["results"][0]["metrics"]]
     keys = {kind: key for key, (kind, _) in getattr(recipe, args.benchmark.upper()).metric_names.items()}
-    own_init = [json.loads((row_dir(run_dir, "init", seed) / "metrics.json").read_text()) for seed in init_seeds]
+    own_init = {seed: json.loads((row_dir(run_dir, "init", seed) / "metrics.json").read_text()) for seed in init_seeds}
+    init_runs = dict(sorted({first_seed: base, **own_init}.items()))  # per-seed values in seed order, as every row
     label = "init actor (before the last stage" + (")" if init_seeds else ", one run)")
-    table = {label: {keys[kind]: [m["before_train_stage"][keys[kind]] for m in [base, *own_init]] for kind, _ in names}}
+    table = {label: {keys[kind]: [m["before_train_stage"][keys[kind]] for m in init_runs.values()] for kind, _ in names}}
     commands = {}
     if init_seeds:
-        seeds["init actor"] = [first_seed, *init_seeds]
+        seeds["init actor"] = list(init_runs)
         commands["init"] = json.loads((row_dir(run_dir, "init", init_seeds[0]) / "results.json").read_text())["command"]
     for ablation in args.rows:
         per_seed = [json.loads((row_dir(run_dir, ablation, seed) / "metrics.json").read_text())
@@ -125,9 +126,10 @@ def main(argv: list[str] | None = None) -> str:
     if init_seeds:
         # the base seed's AC row is trained from the base run's init stage, which that seed trained
         same_seed = row_dir(run_dir, "AC", first_seed) / "metrics.json"
-        both = ([json.loads(same_seed.read_text())] if same_seed.is_file() else []) + own_init
-        seeds["AC, own init stage"] = [first_seed] * same_seed.is_file() + init_seeds
-        table["AC, own init stage"] = {keys[kind]: [m[keys[kind]] for m in both] for kind, _ in names}
+        both = dict(sorted({**own_init, **({first_seed: json.loads(same_seed.read_text())} if same_seed.is_file() else {})
+                            }.items()))
+        seeds["AC, own init stage"] = list(both)
+        table["AC, own init stage"] = {keys[kind]: [m[keys[kind]] for m in both.values()] for kind, _ in names}
 
     def cell(values: list[float]) -> str:
         mean, deviation = spread(values)

@@ -106,13 +106,14 @@ def test_init_seeds_train_their_own_init_stage_from_the_base_cvae_and_spread_the
 
     monkeypatch.setattr(table1, "run_row", fake_row)
     table = main(["cvppp", "--run-dir", str(run_dir), "--rows", "AC", "--seeds", "0", "1",
-                  "--init-seeds", "1", "2", "3"]).splitlines()
+                  "--init-seeds", "3", "1", "2"]).splitlines()
     # the base run's own seed (1) is not trained again: its init stage is the base run's
-    assert [c[c.index("--seed") + 1] for c in commands] == ["2", "3"]
+    assert [c[c.index("--seed") + 1] for c in commands] == ["3", "2"]
     assert all(c[c.index("--ablation") + 1] == "AC" and c[c.index("--run-dir") + 1].endswith(f"-init-s{c[c.index('--seed') + 1]}")
                for c in commands)
     assert commands[0][commands[0].index("--pretrained-run"):][:5] == [
         "--pretrained-run", str(run_dir), "--share-stages", "preproc", "cvae"]
+    # per-seed values in seed order, whatever the order of --init-seeds
     assert table[2].startswith("| init actor (before the last stage) | 0.500 ± 0.265 (0.200, 0.600, 0.700) |")
     assert table[-1].startswith("| AC, own init stage | 0.610 ± 0.248 (0.330, 0.700, 0.800) |")
     stored = json.loads((run_dir / "table1.json").read_text())
