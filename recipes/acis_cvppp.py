@@ -49,6 +49,8 @@ CPU_SCHEDULE = Schedule(
     # with BCE alone and the decoder as the cVAE left it, the init actor's masks after the first leaf or two were
     # too faint for the 0.3 binarisation (1-3 leaves predicted of 13-20 on held-out plants)
     init_dice_weight=1.0, init_train_decoder=True,
+    # the critic also regresses re-taken earlier masks: without them the last stage taught the actor to repeat leaves
+    critic_repeats=True,
     storage_dtype="float16",  # the fine-tuned Lite0 body puts float32 weights just over the zoo's 20 MB bundling limit
 )
 

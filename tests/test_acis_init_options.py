@@ -123,7 +123,7 @@ def test_the_cvae_epochs_init_epochs_init_rollout_and_critic_warmup_flags_overri
     with pytest.raises(SystemExit, match="--cvae-epochs"):
         schedule("--cvae-epochs", "0")
     assert not schedule().init_sample_actions and schedule("--init-sample-actions").init_sample_actions
-    assert not schedule().critic_repeats and schedule("--critic-repeats").critic_repeats
+    assert schedule().critic_repeats and not schedule("--no-critic-repeats").critic_repeats
     assert schedule().init_epochs == CVPPP.cpu_schedule.init_epochs
     assert schedule("--init-epochs", "120").init_epochs == 120
     with pytest.raises(SystemExit, match="--init-epochs"):
