@@ -627,6 +627,7 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
             if synthetic else str(data_dir))
     hardware = (f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads "
                 f"({platform.processor() or 'unknown processor'}), shared with other jobs")
+    training_time, pretrained_command = training_record(args, timings)
     results = {
         "model": benchmark.name,
         "method": "acis",
@@ -635,6 +636,8 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
         "benchmark": benchmark.title,
         "command": command,
         "hardware": hardware,
+        "training_time": training_time,
+        "pretrained_command": pretrained_command,
         "trained_on": f"{data}, {benchmark.val_split_name.replace('val', 'train')} split",
         "results": [{
             "task_type": "image-segmentation",
@@ -667,6 +670,31 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(metrics))
     return results
+
+
+def training_record(args, timings: dict) -> tuple[str, str | None]:
+    """The card's training time per stage, with the stages taken from --pretrained-run at the times that run recorded,
+    and that run's command (None without one): reproducing these weights needs both commands."""
+    shared = shared_stages(args)
+    base_timings, base_command = {}, None
+    if shared:
+        base = Path(args.pretrained_run)
+        if (base / "timings.json").is_file():
+            base_timings = json.loads((base / "timings.json").read_text())
+        if (base / "results.json").is_file():
+            base_command = json.loads((base / "results.json").read_text()).get("command")
+    parts, total, complete = [], 0.0, True
+    for stage in STAGES[:4]:
+        seconds = (base_timings if stage in shared else timings).get(stage)
+        where = f" in {args.pretrained_run}" if stage in shared else ""
+        if seconds is None:
+            complete = False
+            parts.append(f"{stage} not recorded{where}")
+        else:
+            total += seconds
+            parts.append(f"{stage} {seconds / 60:.1f} min{where}")
+    summed = f"{total / 60:.0f} min in all" if complete else f"{total / 60:.0f} min for the recorded stages"
+    return f"{', '.join(parts)}; {summed}", base_command
 
 
 def comparison_table(benchmark, summaries: dict[str, dict]) -> str:

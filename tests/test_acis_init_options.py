@@ -181,3 +181,24 @@ def test_only_a_sampling_init_stage_trains_sigma_through_the_mask_loss(sample):
     latent = module.config.latent_size
     assert gradient[:latent].sum() > 0
     assert (gradient[latent:].sum() > 0) == bool(sample)
+
+
+def test_the_training_time_counts_the_stages_taken_from_the_pretrained_run_at_its_recorded_times(tmp_path):
+    import json
+
+    from recipes._acis_common import build_parser, training_record
+    from recipes.acis_cvppp import CVPPP
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "timings.json").write_text(json.dumps({"cvae": 600.0, "init": 900.0, "train": 480.0}))
+    (base / "results.json").write_text(json.dumps({"command": "python -m recipes.acis_cvppp --seed 1"}))
+    args = build_parser(CVPPP).parse_args(["--data-dir", "x", "--pretrained-run", str(base)])
+    text, command = training_record(args, {"train": 300.0, "eval": 60.0})
+    assert command == "python -m recipes.acis_cvppp --seed 1"
+    # the base run's own last stage is not this run's: this run's 5 min count, and a missing stage says so
+    assert text == (f"preproc not recorded in {base}, cvae 10.0 min in {base}, init 15.0 min in {base}, train 5.0 min; "
+                    "30 min for the recorded stages")
+    own = build_parser(CVPPP).parse_args(["--data-dir", "x"])
+    assert training_record(own, {"preproc": 60.0, "cvae": 60.0, "init": 60.0, "train": 60.0}) == (
+        "preproc 1.0 min, cvae 1.0 min, init 1.0 min, train 1.0 min; 4 min in all", None)
