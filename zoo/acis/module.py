@@ -5,7 +5,8 @@
 3. `ActorCriticModule`: a new recurrent actor encoder over the frozen decoder, trained as
    - `AC` (Algorithm 1): the critic regresses discounted returns of the potential-difference reward; the
      actor ascends grad_a Q * grad_theta mu - beta grad_theta KL; with `AC-NoKL` (beta = 0) and `AC-NoSP`
-     (no State Pyramid; its cVAE is pre-trained without it too);
+     (no State Pyramid; its cVAE is pre-trained without it too); `critic_repeats` (a deviation) adds re-taken
+     earlier masks, whose outcome Eq. 3 makes exact, to the critic's regression (`repeat_pairs`);
    - `BL` (full BPTT) and `BL-Trunc` (one-step truncation): Hungarian-assigned BCE (Sec. 6.1).
    The authors' "init" stage (the actor at sequence length 1 with BCE) is here `sampled_states=True`:
    `rollout` BCE-trained steps of the actor's own rollout from a state sampled from the ground truth
