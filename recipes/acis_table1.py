@@ -58,6 +58,21 @@ def base_seed(command: str) -> int:
     return int(words[words.index("--seed") + 1]) if "--seed" in words else 0
 
 
+def moved_rows(run_dir: Path, seeds: dict[str, list[int]]) -> list[tuple[str, str]]:
+    """(row directory, the --run-dir its recorded command names) for every row whose results were copied from the
+    directory they ran in (e.g. rows without a critic, shared with an earlier base run): the card says where."""
+    moved = []
+    for row, row_seeds in seeds.items():
+        for seed in row_seeds:
+            path = row_dir(run_dir, row, seed)
+            if row in ROWS + ("init",) and (path / "results.json").is_file():
+                words = json.loads((path / "results.json").read_text())["command"].split()
+                ran = words[words.index("--run-dir") + 1] if "--run-dir" in words else None
+                if ran is not None and Path(ran).name != path.name:
+                    moved.append((str(path), ran))
+    return moved
+
+
 def run_row(command: list[str]) -> None:
     """A process per row: under DDP the recipe launches its ranks from its own command line."""
     process = subprocess.Popen(command)
@@ -153,6 +168,10 @@ def main(argv: list[str] | None = None) -> str:
     seed_text = "; ".join(f"{row} {values}" for row, values in seeds.items())
     note = (f"{NOTE_PREFIX} ({origin}; mean ± sample standard deviation over the seeds ({seed_text}), per-seed values "
             f"in brackets; every row the same epochs and actor learning rate): {described}. Row commands (first seed): " + "; ".join(f"{row}: `{command}`" for row, command in commands.items()) + ".")
+    moved = moved_rows(run_dir, {**seeds, "init": init_seeds})
+    if moved:
+        note += (" Read from directories other than the ones they ran in (same settings, copied): "
+                 + "; ".join(f"{where} ran in {ran}" for where, ran in moved) + ".")
     results["notes"] = [n for n in results["notes"] if not n.startswith(NOTE_PREFIX)] + [note]
     results["table1_command"] = "python -m recipes.acis_table1 " + " ".join(argv)
     results["table1"] = text

@@ -118,3 +118,17 @@ def test_init_seeds_train_their_own_init_stage_from_the_base_cvae_and_spread_the
     assert table[-1].startswith("| AC, own init stage | 0.610 ± 0.248 (0.330, 0.700, 0.800) |")
     stored = json.loads((run_dir / "table1.json").read_text())
     assert stored["seeds"]["init actor"] == [1, 2, 3] and stored["seeds"]["AC, own init stage"] == [1, 2, 3]
+
+
+def test_rows_copied_from_another_base_run_say_where_they_ran(tmp_path):
+    run_dir = tmp_path / "acis-cvppp"
+    write_run(run_dir, "AC", 0.3, 6.0, before=0.2)
+    for seed in (0, 1):
+        write_run(row_dir(run_dir, "BL", seed), "BL", 0.1, 12.0)
+    copied = row_dir(run_dir, "BL", 1) / "results.json"
+    results = json.loads(copied.read_text())
+    results["command"] = "python -m recipes.acis_cvppp --ablation BL --seed 1 --run-dir runs/old-bl-s1"
+    copied.write_text(json.dumps(results))
+    main(["cvppp", "--run-dir", str(run_dir), "--rows", "BL", "--seeds", "0", "1"])
+    note = json.loads((run_dir / "results.json").read_text())["notes"][-1]
+    assert note.endswith(f"copied): {row_dir(run_dir, 'BL', 1)} ran in runs/old-bl-s1.")
