@@ -52,10 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_value(command: str, flag: str) -> str | None:
+    """The value a recorded command line gives `flag` (None where it does not give one)."""
+    words = command.split()
+    return words[words.index(flag) + 1] if flag in words[:-1] else None
+
+
 def base_seed(command: str) -> int:
     """The --seed of the base run's recorded command (the recipe's default 0 without one)."""
-    words = command.split()
-    return int(words[words.index("--seed") + 1]) if "--seed" in words else 0
+    return int(flag_value(command, "--seed") or 0)
 
 
 def moved_rows(run_dir: Path, seeds: dict[str, list[int]]) -> list[tuple[str, str]]:
@@ -66,8 +71,7 @@ def moved_rows(run_dir: Path, seeds: dict[str, list[int]]) -> list[tuple[str, st
         for seed in row_seeds:
             path = row_dir(run_dir, row, seed)
             if row in ROWS + ("init",) and (path / "results.json").is_file():
-                words = json.loads((path / "results.json").read_text())["command"].split()
-                ran = words[words.index("--run-dir") + 1] if "--run-dir" in words else None
+                ran = flag_value(json.loads((path / "results.json").read_text())["command"], "--run-dir")
                 if ran is not None and Path(ran).name != path.name:
                     moved.append((str(path), ran))
     return moved

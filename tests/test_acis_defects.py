@@ -306,10 +306,15 @@ def test_each_table1_row_trains_evaluates_and_reports_its_own_checkpoint(tmp_pat
         return (json.loads((run_dir / "metrics.json").read_text())["ablation"],
                 json.loads((run_dir / "results.json").read_text())["ablation"])
 
+    def critic_repeats_of(folder):
+        return torch.load(checkpoints / folder / "last.ckpt", weights_only=True)["hyper_parameters"].get("critic_repeats")
+
     for ablation in ("AC", "AC-NoKL"):
-        results = recipe("--ablation", ablation)
+        results = recipe("--ablation", ablation, *(["--critic-repeats"] if ablation == "AC-NoKL" else []))
         assert results["ablation"] == ablation and reported() == (ablation, ablation)
     assert (mode_of("train-AC"), mode_of("train-AC-NoKL")) == ("AC", "AC-NoKL")
+    # the recipe hands --critic-repeats to the critic's rows, and the embedded profile leaves it off
+    assert (critic_repeats_of("train-AC"), critic_repeats_of("train-AC-NoKL")) == (None, True)
     assert not (checkpoints / "train").exists()
     recipe("--stage", "eval", "--ablation", "AC")  # AC again, from its own checkpoint
     assert reported() == ("AC", "AC")
@@ -318,7 +323,8 @@ def test_each_table1_row_trains_evaluates_and_reports_its_own_checkpoint(tmp_pat
                                          r"trained there: AC, AC-NoKL.*--stage train --ablation BL"):
         recipe("--stage", "eval", "--ablation", "BL")
 
-    recipe("--stage", "train", "--ablation", "BL")
+    recipe("--stage", "train", "--ablation", "BL", "--critic-repeats")
+    assert critic_repeats_of("train-BL") is None  # no critic, nothing to hand over
     # a BL file where BL-Trunc's belongs (same shapes): refused by name, never reported as BL-Trunc
     shutil.copytree(checkpoints / "train-BL", checkpoints / "train-BL-Trunc")
     with pytest.raises(SystemExit, match=r"train-BL-Trunc/last.ckpt holds a model trained as 'BL', not 'BL-Trunc'.*"

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.distributions import Normal, kl_divergence
 
-from zoo.acis.env import angle_targets, bce_assignment, episode_rewards, potential, transition
+from zoo.acis.env import angle_targets, bce_assignment, episode_rewards, matched_potential, score_matrix, transition
 from zoo.acis.model import ACISSegmenter
 from zoo.acis.networks import ACISConfig, ActorEncoder, Critic, Decoder, MaskEncoder, PreprocessingNet, state_pyramid
 from zoo.metrics.instances import instance_masks
@@ -92,9 +92,10 @@ def repeat_action_targets(binary: torch.Tensor, gt: torch.Tensor, returns: torch
     s_t. `binary` (T,H,W) holds the episode's binarised masks, `returns` (T,) its G_t; step 0 has nothing to repeat
     (its entry is nan)."""
     targets = torch.full((len(earlier),), float("nan"))
+    scores = score_matrix(binary, gt, score)  # (T, N) once: phi of any subset of the steps is a matching on its rows
     for t in range(1, len(earlier)):
-        before = potential(binary[:t], gt, score)
-        after = potential(torch.cat([binary[:t], binary[earlier[t]][None]]), gt, score)
+        before = matched_potential(scores[:t])
+        after = matched_potential(np.concatenate([scores[:t], scores[earlier[t]][None]]))
         targets[t] = after - before + gamma * float(returns[t])
     return targets
 
