@@ -29,7 +29,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from recipes._progress import FROZEN_MODULES, TrainingProgress, expected_warnings, progress, quiet_lightning
-from recipes._run_dir import RunDirectory, checkpoint_state, is_launcher
+from recipes._run_dir import RunDirectory, checkpoint_state, is_launcher, recorded_commands
 from zoo.hub import load_folder
 from zoo.registry import markdown_row
 from zoo.acis.model import ForegroundComponents
@@ -317,6 +317,7 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
         """A stage's epoch schedule at --epochs-scale: a shortened run keeps the schedule's shape."""
         return None if entries is None else [[round(start * args.epochs_scale), values] for start, values in entries]
     timings = {}
+    spans = {}  # stage -> [first epoch, last epoch] this invocation trained: a resumed stage's time covers only those
     if "train" in stages or "eval" in stages:
         adopt_legacy_train_checkpoint(run_dir)
     if args.restart:
@@ -334,12 +335,14 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
                     "data": "synthetic" if synthetic else str(Path(data_dir).resolve())}
         folder = stage_folder(stage, args.ablation)
         resume = run.resume_checkpoint(folder, identity)
+        spans[stage] = [0, max_epochs]
         if resume is not None:
             if isinstance(module, ActorCriticModule):
                 check_mode(resume, module.hparams.mode)
             state = checkpoint_state(resume)
             if state["complete"] and state["epochs"] >= max_epochs:
                 return False
+            spans[stage][0] = state["epochs"]
         trainer = stage_trainer(args, run, folder, max_epochs, identity,
                                 parameters_sit_out=isinstance(module, ActorCriticModule) and module.critic is not None)
         if is_launcher():
@@ -404,19 +407,24 @@ def run_stages(benchmark: Benchmark, args, argv: list[str], run: RunDirectory) -
                 torch.distributed.destroy_process_group()
             if not is_launcher():
                 break
-            timings_file = run_dir / "timings.json"
-            previous = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
-            timings = {**previous, **timings}
+            timings = recorded_timings(run_dir, timings, spans)
             return evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic, timings)
         if not trained:
             continue  # keep the time the stage took when it ran
         timings[stage] = round(time.perf_counter() - start, 1)
         if not is_launcher():
             continue
-        timings_file = run_dir / "timings.json"
-        previous = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
-        timings_file.write_text(json.dumps({**previous, **timings}, indent=2))
+        (run_dir / "timings.json").write_text(json.dumps(recorded_timings(run_dir, timings, spans), indent=2))
     return {"timings_s": timings}
+
+
+def recorded_timings(run_dir: Path, timings: dict, spans: dict) -> dict:
+    """RUN_DIR/timings.json updated with this invocation's stages: seconds per stage, and under "epochs" the epochs
+    they covered (a stage resumed from a checkpoint records only the epochs it trained now)."""
+    timings_file = run_dir / "timings.json"
+    previous = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    epochs = {**previous.get("epochs", {}), **{stage: span for stage, span in spans.items() if stage in timings}}
+    return {**previous, **timings, **({"epochs": epochs} if epochs else {})}
 
 
 def check_reconstruction(cvae: CVAEModule, datamodule, run_dir: Path, seed: int, minimum: float) -> float:
@@ -683,17 +691,24 @@ def training_record(args, timings: dict) -> tuple[str, str | None]:
             base_timings = json.loads((base / "timings.json").read_text())
         if (base / "results.json").is_file():
             base_command = json.loads((base / "results.json").read_text()).get("command")
+        else:  # a run of some stages only: the last command that entered it
+            base_command = ([None] + recorded_commands(base))[-1]
     parts, total, complete = [], 0.0, True
     for stage in STAGES[:4]:
-        seconds = (base_timings if stage in shared else timings).get(stage)
+        record = base_timings if stage in shared else timings
+        seconds = record.get(stage)
         where = f" in {args.pretrained_run}" if stage in shared else ""
         if seconds is None:
             complete = False
             parts.append(f"{stage} not recorded{where}")
-        else:
-            total += seconds
-            parts.append(f"{stage} {seconds / 60:.1f} min{where}")
-    summed = f"{total / 60:.0f} min in all" if complete else f"{total / 60:.0f} min for the recorded stages"
+            continue
+        total += seconds
+        first, last = record.get("epochs", {}).get(stage, (0, None))
+        if first:  # continued from a checkpoint: the earlier epochs' time is not in this record
+            complete = False
+            where = f" (epochs {first}-{last} only){where}"
+        parts.append(f"{stage} {seconds / 60:.1f} min{where}")
+    summed = f"{total / 60:.0f} min in all" if complete else f"{total / 60:.0f} min for what was recorded"
     return f"{', '.join(parts)}; {summed}", base_command
 
 

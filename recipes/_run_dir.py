@@ -10,6 +10,8 @@ Every recipe trains inside one of these:
 
 - Entering takes `RUN_DIR/.lock` (`fcntl.flock`, so a dead process never holds it): a second run into the same
   directory stops at once, naming the process that holds it. `restart=True` then deletes `RUN_DIR/checkpoints`.
+  Each entry appends its time and command to `RUN_DIR/commands.log` (`recorded_commands(path)` reads them back), so
+  a directory that only ran some stages still says how its checkpoints were made.
 - `checkpoint_callback(stage=None, ...)` writes `checkpoints[/<stage>]/last.ckpt` every `every_n_epochs` epochs or
   `every_minutes` minutes (checked at epoch ends) and when the fit ends; the file records whether its fit finished
   and the `identity` it was trained with.
@@ -43,6 +45,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 LAST = "last.ckpt"
 STATE_KEY = "run_directory"  # what the checkpoint callback adds to every checkpoint it writes
 _TEMPORARY = ".tmp-"
+COMMANDS_LOG = "commands.log"
 
 
 def is_launcher() -> bool:
@@ -150,6 +153,14 @@ class _LastCheckpoint(Callback):
             self.on_interrupt()
 
 
+def recorded_commands(path: Path | str) -> list[str]:
+    """The commands that entered the run directory, oldest first (empty when it kept no log)."""
+    log = Path(path) / COMMANDS_LOG
+    if not log.is_file():
+        return []
+    return [line.split("\t", 1)[1] for line in log.read_text().splitlines() if "\t" in line]
+
+
 class RunDirectory:
     def __init__(self, path: Path | str, *, restart: bool = False, command: list[str] | None = None):
         self.path = Path(path)
@@ -165,6 +176,8 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         if is_launcher():
             self._acquire()
+            with open(self.path / COMMANDS_LOG, "a") as log:
+                log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{self.command}\n")
             for stale in self.checkpoints.rglob(f"{_TEMPORARY}*"):  # left by a kill during a write
                 stale.unlink(missing_ok=True)
             if self.restart:

@@ -198,7 +198,27 @@ def test_the_training_time_counts_the_stages_taken_from_the_pretrained_run_at_it
     assert command == "python -m recipes.acis_cvppp --seed 1"
     # the base run's own last stage is not this run's: this run's 5 min count, and a missing stage says so
     assert text == (f"preproc not recorded in {base}, cvae 10.0 min in {base}, init 15.0 min in {base}, train 5.0 min; "
-                    "30 min for the recorded stages")
+                    "30 min for what was recorded")
     own = build_parser(CVPPP).parse_args(["--data-dir", "x"])
     assert training_record(own, {"preproc": 60.0, "cvae": 60.0, "init": 60.0, "train": 60.0}) == (
         "preproc 1.0 min, cvae 1.0 min, init 1.0 min, train 1.0 min; 4 min in all", None)
+
+
+def test_a_continued_stage_and_a_base_run_without_results_are_reported_as_recorded(tmp_path):
+    import json
+
+    from recipes._acis_common import build_parser, training_record
+    from recipes._run_dir import RunDirectory
+    from recipes.acis_cvppp import CVPPP
+
+    base = tmp_path / "base"
+    with RunDirectory(base, command=["python", "-m", "recipes.acis_cvppp", "--stage", "init", "--init-epochs", "120"]):
+        pass  # a run of the init stage only: no results.json
+    (base / "timings.json").write_text(json.dumps({"preproc": 60.0, "cvae": 60.0, "init": 1200.0,
+                                                   "epochs": {"init": [60, 120]}}))
+    args = build_parser(CVPPP).parse_args(["--data-dir", "x", "--pretrained-run", str(base)])
+    text, command = training_record(args, {"train": 60.0})
+    assert command == "python -m recipes.acis_cvppp --stage init --init-epochs 120"
+    # the init stage's first 60 epochs ran elsewhere: its 20 min are not the stage's time, nor the sum the whole
+    assert f"init 20.0 min (epochs 60-120 only) in {base}" in text
+    assert text.endswith("; 23 min for what was recorded")

@@ -5,6 +5,7 @@ from an unfinished one."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import signal
 from pathlib import Path
@@ -58,6 +59,8 @@ def test_a_stage_resumes_from_its_last_epoch_checkpoint_and_a_finished_stage_is_
     assert f"resuming from {last} (interrupted after 2 epoch(s)" in capsys.readouterr().err
     state = checkpoint_state(last)
     assert state["complete"] and state["epochs"] == 3
+    # the recorded time covers only the epoch trained after the resume, and the record says so
+    assert json.loads((tmp_path / "run" / "timings.json").read_text())["epochs"] == {"preproc": [2, 3]}
 
     _acis_common.main(SMALL, argv)
     err = capsys.readouterr().err

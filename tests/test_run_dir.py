@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from recipes._run_dir import AtomicCheckpointIO, RunDirectory, checkpoint_state
+from recipes._run_dir import AtomicCheckpointIO, RunDirectory, checkpoint_state, recorded_commands
 from zoo.paths import REPO_ROOT
 
 
@@ -153,3 +153,11 @@ def test_a_second_run_into_the_directory_fails_naming_the_holder_and_a_dead_hold
         with pytest.raises(SystemExit, match="in use by"):  # one run per directory within a process too
             RunDirectory(run.path).__enter__()
     assert not (tmp_path / ".lock").exists()
+
+
+def test_every_entry_records_its_command_in_the_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    train(run_dir, epochs=1)
+    train(run_dir, epochs=2)
+    assert recorded_commands(run_dir) == [f"python -m recipes.line --run-dir {run_dir}"] * 2
+    assert recorded_commands(tmp_path / "never-used") == []
