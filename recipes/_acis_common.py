@@ -201,7 +201,7 @@ class Benchmark:
     paper_results: list
     synthetic_description: str
     val_split_name: str
-    cpu_config: ACISConfig | None = None  # `--profile cpu`: real data on a CPU in about an hour
+    cpu_config: ACISConfig | None = None  # `--profile cpu`: real data on a 2-core CPU (the card records each stage's time)
     cpu_schedule: Schedule | None = None
     # (data_dir) -> the validation images at the benchmark's own resolution, as evaluation reads them (None: the
     # datamodule's validation set)
@@ -226,7 +226,7 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="network widths and schedule: 'embedded' (minutes, the default without --data-dir), "
                         "'paper' (the paper's, the default with --data-dir; GPU-days), 'cpu' (real data on 2 CPU "
-                        "cores in about an hour, where the benchmark has one)")
+                        "cores, where the benchmark has one)")
     parser.add_argument("--paper-config", action="store_true", help="the same as --profile paper")
     parser.add_argument("--epochs-scale", type=float, default=1.0,
                         help="multiply every stage's epochs (and the epochs at which its schedule steps)")

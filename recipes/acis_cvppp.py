@@ -29,7 +29,7 @@ PAPER_SCHEDULE = paper_schedule()
 
 EMBEDDED_SCHEDULE = embedded_schedule(init_epochs=160, curriculum_switch=160)
 
-# `--profile cpu`: real plants on 2 CPU cores in about an hour. The whole plant at 160 x 160 (what `segment()` sees),
+# `--profile cpu`: real plants on 2 CPU cores. The whole plant at 160 x 160 (what `segment()` sees),
 # the pre-processing FCN on ImageNet EfficientNet-Lite0, CPU widths with five halvings (a 5 x 5 bottleneck grid).
 CPU_CONFIG = ACISConfig(
     height=160, width=160, latent_size=16, preproc_backbone="tf_efficientnet_lite0", preproc_fc=128,
