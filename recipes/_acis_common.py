@@ -692,7 +692,7 @@ def training_record(args, timings: dict) -> tuple[str, str | None]:
         if (base / "results.json").is_file():
             base_command = json.loads((base / "results.json").read_text()).get("command")
         else:  # a run of some stages only: the last command that entered it
-            base_command = ([None] + recorded_commands(base))[-1]
+            base_command = (recorded_commands(base) or [None])[-1]
     parts, total, complete = [], 0.0, True
     for stage in STAGES[:4]:
         record = base_timings if stage in shared else timings
