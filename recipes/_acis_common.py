@@ -682,7 +682,10 @@ def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic,
 
 def training_record(args, timings: dict) -> tuple[str, str | None]:
     """The card's training time per stage, with the stages taken from --pretrained-run at the times that run recorded,
-    and that run's command (None without one): reproducing these weights needs both commands."""
+    and that run's command (None without one): reproducing these weights needs both commands. A stage whose
+    checkpoint records `train_seconds` is reported at that time, which covers all its epochs even when they were
+    trained in several runs or directories; older checkpoints fall back to `timings.json`, which holds only what
+    each invocation in this directory (or --pretrained-run) trained."""
     shared = shared_stages(args)
     base_timings, base_command = {}, None
     if shared:
@@ -698,6 +701,13 @@ def training_record(args, timings: dict) -> tuple[str, str | None]:
         record = base_timings if stage in shared else timings
         seconds = record.get(stage)
         where = f" in {args.pretrained_run}" if stage in shared else ""
+        weights = (Path(args.run_dir) / "checkpoints" / stage_folder(stage, args.ablation) / "last.ckpt"
+                   if stage == "train" else source_of(args, Path(args.run_dir), stage))
+        state = checkpoint_state(weights) if weights.is_file() else {}
+        if state.get("train_seconds") is not None:  # summed over every run these weights were trained in
+            total += state["train_seconds"]
+            parts.append(f"{stage} {state['train_seconds'] / 60:.1f} min (all {state['epochs']} epochs){where}")
+            continue
         if seconds is None:
             complete = False
             parts.append(f"{stage} not recorded{where}")

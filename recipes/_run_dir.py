@@ -13,8 +13,10 @@ Every recipe trains inside one of these:
   Each entry appends its time and command to `RUN_DIR/commands.log` (`recorded_commands(path)` reads them back), so
   a directory that only ran some stages still says how its checkpoints were made.
 - `checkpoint_callback(stage=None, ...)` writes `checkpoints[/<stage>]/last.ckpt` every `every_n_epochs` epochs or
-  `every_minutes` minutes (checked at epoch ends) and when the fit ends; the file records whether its fit finished
-  and the `identity` it was trained with.
+  `every_minutes` minutes (checked at epoch ends) and when the fit ends; the file records whether its fit finished,
+  the `identity` it was trained with and `train_seconds`, the fit's time summed over every run that trained these
+  weights (carried on from the checkpoint a fit resumes, wherever that was copied from; None when a checkpoint on
+  the way predates the record).
 - `resume_checkpoint(stage=None, identity=None)` is that `last.ckpt`, or None when there is none; it prints one
   line saying it resumes, and stops with the file's name and `--restart` when the file cannot be read or was
   written with another identity. `checkpoint_state(path)` reads what the callback recorded.
@@ -46,6 +48,7 @@ LAST = "last.ckpt"
 STATE_KEY = "run_directory"  # what the checkpoint callback adds to every checkpoint it writes
 _TEMPORARY = ".tmp-"
 COMMANDS_LOG = "commands.log"
+_clock = time.monotonic  # what `train_seconds` is measured with (tests replace it)
 
 
 def is_launcher() -> bool:
@@ -105,7 +108,8 @@ def _canonical(identity: dict | None) -> str | None:
 
 
 def checkpoint_state(path: Path) -> dict:
-    """What `checkpoint_callback` recorded in `path`: {"complete": bool, "epochs": int, "identity": str | None}.
+    """What `checkpoint_callback` recorded in `path`: {"complete": bool, "epochs": int, "identity": str | None,
+    "train_seconds": float | None}.
     Checkpoints written before the callback existed were written when their fit ended: complete, identity unknown.
     Raises SystemExit naming the file when it cannot be read."""
     try:
@@ -114,8 +118,8 @@ def checkpoint_state(path: Path) -> dict:
         raise SystemExit(_unreadable(path, error)) from error
     state = checkpoint.get(STATE_KEY)
     if state is None:
-        return {"complete": True, "epochs": int(checkpoint.get("epoch", 0)), "identity": None}
-    return dict(state)
+        return {"complete": True, "epochs": int(checkpoint.get("epoch", 0)), "identity": None, "train_seconds": None}
+    return {"train_seconds": None, **state}
 
 
 class _LastCheckpoint(Callback):
@@ -126,9 +130,20 @@ class _LastCheckpoint(Callback):
         self.on_interrupt = on_interrupt
         self._saved_at = time.monotonic()
         self._state = {}
+        self._earlier_seconds = 0.0  # what the resumed checkpoint had trained for (None: not recorded)
+        self._fit_started = None
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._earlier_seconds = (checkpoint.get(STATE_KEY) or {}).get("train_seconds")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._fit_started = _clock()
 
     def _save(self, trainer, epochs: int, complete: bool) -> None:
-        self._state = {"complete": complete, "epochs": epochs, "identity": self.identity}
+        seconds = None
+        if self._earlier_seconds is not None and self._fit_started is not None:
+            seconds = round(self._earlier_seconds + _clock() - self._fit_started, 1)
+        self._state = {"complete": complete, "epochs": epochs, "identity": self.identity, "train_seconds": seconds}
         trainer.save_checkpoint(self.path, weights_only=False)  # on every rank: modules may gather state in it
         self._saved_at = time.monotonic()
 

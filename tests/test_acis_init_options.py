@@ -193,13 +193,14 @@ def test_the_training_time_counts_the_stages_taken_from_the_pretrained_run_at_it
     base.mkdir()
     (base / "timings.json").write_text(json.dumps({"cvae": 600.0, "init": 900.0, "train": 480.0}))
     (base / "results.json").write_text(json.dumps({"command": "python -m recipes.acis_cvppp --seed 1"}))
-    args = build_parser(CVPPP).parse_args(["--data-dir", "x", "--pretrained-run", str(base)])
+    args = build_parser(CVPPP).parse_args(["--data-dir", "x", "--pretrained-run", str(base), "--run-dir",
+                                           str(tmp_path / "run")])
     text, command = training_record(args, {"train": 300.0, "eval": 60.0})
     assert command == "python -m recipes.acis_cvppp --seed 1"
     # the base run's own last stage is not this run's: this run's 5 min count, and a missing stage says so
     assert text == (f"preproc not recorded in {base}, cvae 10.0 min in {base}, init 15.0 min in {base}, train 5.0 min; "
                     "30 min for what was recorded")
-    own = build_parser(CVPPP).parse_args(["--data-dir", "x"])
+    own = build_parser(CVPPP).parse_args(["--data-dir", "x", "--run-dir", str(tmp_path / "own")])
     assert training_record(own, {"preproc": 60.0, "cvae": 60.0, "init": 60.0, "train": 60.0}) == (
         "preproc 1.0 min, cvae 1.0 min, init 1.0 min, train 1.0 min; 4 min in all", None)
 
@@ -216,9 +217,34 @@ def test_a_continued_stage_and_a_base_run_without_results_are_reported_as_record
         pass  # a run of the init stage only: no results.json
     (base / "timings.json").write_text(json.dumps({"preproc": 60.0, "cvae": 60.0, "init": 1200.0,
                                                    "epochs": {"init": [60, 120]}}))
-    args = build_parser(CVPPP).parse_args(["--data-dir", "x", "--pretrained-run", str(base)])
+    args = build_parser(CVPPP).parse_args(["--data-dir", "x", "--pretrained-run", str(base), "--run-dir",
+                                           str(tmp_path / "run")])
     text, command = training_record(args, {"train": 60.0})
     assert command == "python -m recipes.acis_cvppp --stage init --init-epochs 120"
     # the init stage's first 60 epochs ran elsewhere: its 20 min are not the stage's time, nor the sum the whole
     assert f"init 20.0 min (epochs 60-120 only) in {base}" in text
     assert text.endswith("; 23 min for what was recorded")
+
+
+def test_a_stage_whose_checkpoint_records_its_training_time_is_reported_whole(tmp_path):
+    import torch
+
+    from recipes._acis_common import build_parser, training_record
+    from recipes._run_dir import STATE_KEY
+    from recipes.acis_cvppp import CVPPP
+
+    def checkpoint(run_dir, folder, epochs, seconds):
+        path = run_dir / "checkpoints" / folder / "last.ckpt"
+        path.parent.mkdir(parents=True)
+        torch.save({STATE_KEY: {"complete": True, "epochs": epochs, "identity": None, "train_seconds": seconds}}, path)
+
+    base, run = tmp_path / "base", tmp_path / "run"
+    for folder, epochs, seconds in (("preproc", 40, 120.0), ("cvae", 200, 600.0), ("init", 240, 4800.0)):
+        checkpoint(base, folder, epochs, seconds)
+    checkpoint(run, "train-BL", 8, 300.0)
+    args = build_parser(CVPPP).parse_args(["--data-dir", "x", "--pretrained-run", str(base), "--run-dir", str(run),
+                                           "--ablation", "BL"])
+    # timings.json holds only the init's last continuation and nothing for the others: the checkpoints know better
+    text, _ = training_record(args, {"init": 60.0, "train": 30.0})
+    assert text == (f"preproc 2.0 min (all 40 epochs) in {base}, cvae 10.0 min (all 200 epochs) in {base}, "
+                    f"init 80.0 min (all 240 epochs) in {base}, train 5.0 min (all 8 epochs); 97 min in all")

@@ -161,3 +161,38 @@ def test_every_entry_records_its_command_in_the_directory(tmp_path):
     train(run_dir, epochs=2)
     assert recorded_commands(run_dir) == [f"python -m recipes.line --run-dir {run_dir}"] * 2
     assert recorded_commands(tmp_path / "never-used") == []
+
+
+def test_a_checkpoint_carries_its_training_time_through_resumes_and_copies(tmp_path, monkeypatch, sigint_restored):
+    import shutil
+
+    import recipes._run_dir as run_dir_module
+
+    seconds = [0.0]  # a clock that advances one second per training batch, so the record is exact
+    monkeypatch.setattr(run_dir_module, "_clock", lambda: seconds[0])
+    monkeypatch.setattr(Line, "on_train_batch_end", lambda self, *_: seconds.__setitem__(0, seconds[0] + 1))
+
+    train(tmp_path / "straight")
+    assert checkpoint_state(tmp_path / "straight" / "checkpoints" / "last.ckpt")["train_seconds"] == 12
+
+    with pytest.raises(SystemExit):
+        train(tmp_path / "run", stop_at_batch=11)  # the checkpoint after 2 epochs (8 batches) survives
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint_state(last)["train_seconds"] == 8
+    seconds[0] += 100  # time between the runs is not training time
+    train(tmp_path / "run")
+    assert checkpoint_state(last)["train_seconds"] == 12  # 8 before the kill and the 4 batches of the resumed epoch
+
+    shutil.copytree(tmp_path / "run" / "checkpoints", tmp_path / "copy" / "checkpoints")  # continued elsewhere
+    train(tmp_path / "copy", epochs=5)
+    assert checkpoint_state(tmp_path / "copy" / "checkpoints" / "last.ckpt")["train_seconds"] == 20
+
+
+def test_a_checkpoint_without_a_training_time_passes_on_none(tmp_path):
+    train(tmp_path, epochs=1)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    del checkpoint["run_directory"]["train_seconds"]  # as written before the record existed
+    torch.save(checkpoint, last)
+    train(tmp_path, epochs=2)
+    assert checkpoint_state(last)["train_seconds"] is None  # not the resumed run's time alone, passed off as the whole
