@@ -19,7 +19,7 @@ decisions are arbitrary (how many proposals it accepts changes the assignment wo
 
 Devices: the CPU always (`--threads` torch threads), and CUDA when `torch.cuda.is_available()` (`--no-cuda` skips
 it); DIS flow runs on the CPU either way. Memory: the process's peak resident set size so far (model and proposal
-model loading included; ru_maxrss never decreases, so the CUDA run's figure includes the CPU run's) and, on CUDA,
+model loading included; the high-water mark never decreases, so the CUDA run's figure includes the CPU run's) and, on CUDA,
 the peak of allocated GPU memory during the timed calls.
 """
 
@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-from recipes.benchmarks.ftmu import cpu_load, resident_mib
+from recipes.benchmarks.ftmu import cpu_load, peak_resident_mib, resident_mib
 from recipes.benchmarks._davis2016 import davis2016_video
 
 DEFAULT_MODEL = "alba-davis"
@@ -152,7 +151,7 @@ def measure(model, frames: list[np.ndarray], sequence: str, device: str) -> dict
         "object_ids": int(len(np.unique(labels[labels > 0]))),
         # current first: the peak read after it includes it, so peak >= after even if memory grows in between
         "rss_after_mib": resident_mib(),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB on Linux
+        "peak_rss_mib": peak_resident_mib(),
         "peak_cuda_allocated_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
     }
 

@@ -21,7 +21,7 @@ Three figures:
    work (flow: the DIS flow of the whole video; matching: the keys of every frame), computed once and kept; later
    rounds are reported separately. The robot (the simulated user) and the J&F scoring are not the engine's time (listed apart).
 
-Memory: the process's peak resident set size (`ru_maxrss`, model loading included). The paper's 0.70 s per
+Memory: the process's peak resident set size (VmHWM, model loading included). The paper's 0.70 s per
 recommendation is measured on a GPU with the authors' code: quoted as a reference, never as a measurement here.
 """
 
@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from recipes.benchmarks.ftmu import cpu_load, resident_mib
+from recipes.benchmarks.ftmu import cpu_load, peak_resident_mib, resident_mib
 from recipes.benchmarks._davis2016 import davis2016_video
 
 DEFAULT_MODEL = "ivosw-davis"
@@ -218,7 +217,7 @@ def run(args: argparse.Namespace) -> dict:
         "paper_reference": PAPER_REFERENCE,
         # current first: the peak read after it includes it, so peak >= after even if memory grows in between
         "rss_after_mib": resident_mib(),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB on Linux
+        "peak_rss_mib": peak_resident_mib(),
         "rss_before_model_mib": rss_start,
         **cpu_load(load_before, args.threads),
     }
