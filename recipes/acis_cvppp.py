@@ -40,8 +40,9 @@ CPU_CONFIG = ACISConfig(
 CPU_SCHEDULE = Schedule(
     # cVAE 200 epochs: at 80 the real-plant cVAE had only just left posterior collapse (KL ~1-4 nats until epoch ~60)
     # and decoded leaves at Dice 0.42, which capped the actor (its masks cannot beat the decoder's)
-    # init 240 epochs: its loss was still falling at 60, and the same seed trained on to 120 and then 240 found more
-    # leaves on training plants each time; with the critic's repeat pairs the last stage keeps most of what it gained
+    # init 240 epochs: its loss was still falling at 60; trained on to 120 and then 240, the published seed found more
+    # leaves on training plants each time (from 120 to 240 two seeds of three gained, one lost); with the critic's
+    # repeat pairs the last stage keeps most of what the init gained
     preproc_epochs=40, cvae_epochs=200, init_epochs=240, train_epochs=20, batch_size=8, framing="whole",
     # cVAE lr 1e-3: at the embedded 3e-3 the real-plant cVAE collapsed in two recipe runs out of two (KL down to a
     # few nats, every decoded mask empty), with or without a KL warm-up; at 1e-3 it reconstructs held-out leaves
