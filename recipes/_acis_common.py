@@ -507,9 +507,9 @@ def shared_stages(args) -> tuple[str, ...]:
 
 
 def source_of(args, run_dir: Path, stage: str) -> Path:
-    """The checkpoint a later stage starts from: this run's, or --pretrained-run's for the shared stages."""
+    """A stage's checkpoint: this run's, or --pretrained-run's for the shared stages (`train`: the --ablation row's)."""
     base = args.pretrained_run if stage in shared_stages(args) else run_dir
-    return base / "checkpoints" / stage / "last.ckpt"
+    return base / "checkpoints" / stage_folder(stage, args.ablation) / "last.ckpt"
 
 
 def stage_folder(stage: str, ablation: str) -> str:
@@ -598,7 +598,7 @@ def stage_trainer(args, run: RunDirectory, stage: str, max_epochs: int, identity
 
 
 def evaluate(benchmark, args, command, run_dir, data_dir, datamodule, synthetic, timings) -> dict:
-    path = run_dir / "checkpoints" / stage_folder("train", args.ablation) / "last.ckpt"
+    path = source_of(args, run_dir, "train")
     if not path.is_file():
         trained = sorted(p.parent.name.removeprefix("train-") for p in (run_dir / "checkpoints").glob("train-*/last.ckpt"))
         raise SystemExit(f"{path} is missing: no '{args.ablation}' model was trained in {run_dir} (trained there: "
@@ -701,8 +701,7 @@ def training_record(args, timings: dict) -> tuple[str, str | None]:
         record = base_timings if stage in shared else timings
         seconds = record.get(stage)
         where = f" in {args.pretrained_run}" if stage in shared else ""
-        weights = (Path(args.run_dir) / "checkpoints" / stage_folder(stage, args.ablation) / "last.ckpt"
-                   if stage == "train" else source_of(args, Path(args.run_dir), stage))
+        weights = source_of(args, Path(args.run_dir), stage)
         state = checkpoint_state(weights) if weights.is_file() else {}
         if state.get("train_seconds") is not None:  # summed over every run these weights were trained in
             total += state["train_seconds"]
