@@ -1,0 +1,44 @@
+"""The card's tables for every ACIS benchmark: the per-image table and the comparison table read the same metric
+names from the evaluation rows, for KITTI too, whose per-image scores are named differently from its dataset means
+(FP / AvgFP). The KITTI recipe stopped at its evaluation with KeyError 'AvgFP' before the rows carried the dataset
+names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recipes._acis_common import comparison_table, per_image_table
+from recipes.acis_cvppp import CVPPP
+from recipes.acis_kitti import KITTI
+
+
+class FixedLabels:
+    """A segmenter that predicts the same two instances on every image."""
+
+    def segment(self, image: np.ndarray):
+        labels = np.zeros(image.shape[:2], dtype=np.int32)
+        labels[2:10, 2:10], labels[12:20, 12:30] = 1, 2
+        return labels, [1, 2]
+
+
+def items() -> list[dict]:
+    labels = torch.zeros(24, 32, dtype=torch.long)
+    labels[2:10, 2:12], labels[14:22, 20:30] = 1, 2
+    return [{"name": f"image{index}", "image": torch.rand(3, 24, 32), "labels": labels} for index in range(2)]
+
+
+@pytest.mark.parametrize("benchmark", [CVPPP, KITTI], ids=["cvppp", "kitti"])
+def test_evaluation_rows_carry_every_metric_the_card_tables_name(benchmark):
+    summary, rows, _ = benchmark.evaluate(FixedLabels(), items(), examples=0)
+    for row in rows:
+        assert set(benchmark.metric_names) <= set(row), sorted(row)
+    prefixed = [{**row, **{f"{prefix}_{key}": row[key] for key in benchmark.metric_names for prefix in
+                           ("init", "fg_components")}} for row in rows]
+    table = per_image_table(benchmark, prefixed)
+    assert table.count("\n") == 1 + len(rows)
+    # the per-image values average to the dataset means the card's first table reports
+    for key in benchmark.metric_names:
+        assert np.mean([row[key] for row in rows]) == pytest.approx(summary[key])
+    assert "image1" in table and comparison_table(benchmark, {"model": summary}).count("\n") == 2
