@@ -59,3 +59,19 @@ def test_the_kitti_recipe_runs_to_its_card_tables(tmp_path):
     results = main(small, ["--run-dir", str(tmp_path / "run"), "--checkpoint-every", "0"])
     assert "Average False Positives (fg components)" in results["per_image_table"]
     assert (tmp_path / "run" / "per_image.csv").read_text().startswith("name,predicted,ground_truth,MWCov")
+
+
+def test_the_card_names_no_backbone_for_a_trunk_trained_from_scratch_and_the_source_of_an_imagenet_one(tmp_path):
+    """The embedded networks' FCN trunk starts from random weights by design; the card must not call that a random
+    backbone (the zoo's words for an ImageNet body that fell back), nor drop the source of a real one."""
+    import dataclasses
+
+    from recipes.acis_cvppp import CPU_CONFIG
+    from zoo.acis.model import ACISSegmenter
+    from zoo.publish import NO_BACKBONE, backbone_weights_of
+
+    for config, expected in ((KITTI.embedded_config, NO_BACKBONE),
+                             (dataclasses.replace(CPU_CONFIG, backbone_weights="package:x"), "package:x")):
+        folder = tmp_path / config.preproc_backbone
+        ACISSegmenter.from_config(config).save_pretrained(folder)
+        assert backbone_weights_of(folder) == expected
