@@ -75,3 +75,6 @@ def test_the_card_names_no_backbone_for_a_trunk_trained_from_scratch_and_the_sou
         folder = tmp_path / config.preproc_backbone
         ACISSegmenter.from_config(config).save_pretrained(folder)
         assert backbone_weights_of(folder) == expected
+    # the training checkpoints' config keeps the field: dropping it there changed the resume identity of every run
+    # directory written before, which then refused to resume
+    assert KITTI.embedded_config.to_dict()["backbone_weights"] == "random"

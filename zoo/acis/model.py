@@ -51,7 +51,13 @@ class ACISSegmenter(ZooModel):
 
     @classmethod
     def from_config(cls, config: ACISConfig, **thresholds) -> "ACISSegmenter":
-        return cls(**thresholds, **config.to_dict())
+        values = config.to_dict()
+        if config.preproc_backbone == "fcn":
+            # a trunk trained from scratch is no backbone: config.json recording "random" would read as an ImageNet
+            # body that fell back to random weights (`zoo.publish` then says there is none). Training checkpoints
+            # keep the field, so their resume identity does not change.
+            values.pop("backbone_weights")
+        return cls(**thresholds, **values)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """`model.safetensors` with floating tensors stored as `storage_dtype`. float16 halves the file (the `cpu`

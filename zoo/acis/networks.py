@@ -62,12 +62,7 @@ class ACISConfig:
         return self.height // 2**self.levels, self.width // 2**self.levels
 
     def to_dict(self) -> dict:
-        values = asdict(self)
-        if self.preproc_backbone == "fcn":
-            # a trunk trained from scratch is no backbone: recording "random" would read as an ImageNet body that
-            # fell back to random weights (`zoo.publish` then says there is none)
-            values.pop("backbone_weights")
-        return values
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "ACISConfig":
