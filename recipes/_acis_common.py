@@ -178,11 +178,8 @@ def evaluate_segmenter(segmenter, dataset, metrics, examples: int = 4):
         rows.append({"name": item["name"], "predicted": len(order), "ground_truth": int(len(np.unique(gt[gt > 0])))})
         if len(drawn) < examples:
             drawn.append((item["name"], image, gt, labels))
-    # per-image scores under the dataset means' names (KITTI's per-image FP is AvgFP over the dataset), the names
-    # metrics.json, per_image.csv and the card's tables all use
-    names = metrics.dataset_keys or {key: key for key in metrics.score_keys}
-    rows = [{**row, **{name: scores[key] for name, key in names.items()}}
-            for row, scores in zip(rows, metrics.per_image())]
+    # the dataset means' names (KITTI: AvgFP, not FP), which metrics.json, per_image.csv and the card's tables share
+    rows = [{**row, **scores} for row, scores in zip(rows, metrics.per_image(dataset_names=True))]
     summary = {key: float(value) for key, value in metrics.compute().items()}
     return summary, rows, drawn
 

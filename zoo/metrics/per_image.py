@@ -48,10 +48,15 @@ class PerImageMeans(Metric):
             return values
         return torch.cat(values) if values else torch.zeros(0, dtype=torch.float64, device=self.device)
 
-    def compute(self) -> dict[str, torch.Tensor]:
-        names = self.dataset_keys or {key: key for key in self.score_keys}
-        return {name: self._values(key).mean() for name, key in names.items()}
+    def _names(self, dataset_names: bool) -> Mapping[str, str]:
+        """output name -> per-image key"""
+        return (dataset_names and self.dataset_keys) or {key: key for key in self.score_keys}
 
-    def per_image(self) -> list[dict[str, float]]:
-        columns = {key: self._values(key).tolist() for key in self.score_keys}
-        return [dict(zip(self.score_keys, row)) for row in zip(*columns.values())]
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {name: self._values(key).mean() for name, key in self._names(dataset_names=True).items()}
+
+    def per_image(self, dataset_names: bool = False) -> list[dict[str, float]]:
+        """Each image's scores; with `dataset_names`, under the names `compute()` gives their means (KITTI's FP as
+        AvgFP), so that per-image rows and dataset means can share one table."""
+        columns = {name: self._values(key).tolist() for name, key in self._names(dataset_names).items()}
+        return [dict(zip(columns, row)) for row in zip(*columns.values())]
